@@ -1,0 +1,67 @@
+"""Configuration: frozen attrs classes, one cattrs converter, TOML/JSON io."""
+
+from ebmkit.config.base import (
+    KIND_BASES,
+    BufferConfig,
+    ComponentConfig,
+    ConfigBase,
+    DatasetConfig,
+    EnergyConfig,
+    LossConfig,
+    SamplerConfig,
+    config_class,
+    finite,
+    non_negative,
+    one_of,
+    optional,
+    positive,
+    positive_ints,
+    probability,
+)
+from ebmkit.config.converter import (
+    component_field,
+    component_name,
+    converter,
+    structure,
+    unstructure,
+)
+from ebmkit.config.io import (
+    apply_overrides,
+    dump_config,
+    load_config,
+    parse_override,
+    read_config_file,
+)
+from ebmkit.config.schema import DEFAULT_COMPONENTS, Config, TrainConfig
+
+__all__ = [
+    "KIND_BASES",
+    "BufferConfig",
+    "ComponentConfig",
+    "Config",
+    "ConfigBase",
+    "DEFAULT_COMPONENTS",
+    "DatasetConfig",
+    "EnergyConfig",
+    "LossConfig",
+    "SamplerConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "component_field",
+    "component_name",
+    "config_class",
+    "converter",
+    "dump_config",
+    "finite",
+    "load_config",
+    "non_negative",
+    "one_of",
+    "optional",
+    "parse_override",
+    "positive",
+    "positive_ints",
+    "probability",
+    "read_config_file",
+    "structure",
+    "unstructure",
+]

@@ -1,0 +1,360 @@
+"""The one cattrs converter through which every configuration passes.
+
+Files, dicts and keyword arguments are all structured here, so an error looks
+the same whichever way the configuration arrived: one :class:`ConfigError`
+listing every problem with its dotted path and a suggestion.
+
+Grammar:
+
+* A configuration class is a frozen attrs class (:class:`ConfigBase`).
+* A component slot is a field typed with a kind base (``EnergyConfig``, ...).
+  Its value is a string (``"mlp"``), a table with ``name`` plus fields
+  (``{name = "mlp", hidden_dims = [64, 64]}``) or a config instance. A table
+  without ``name`` keeps the slot's default component. ``name`` may be
+  provider-qualified (``"ebmkit-jax:mlp"``). A table may carry ``provider``
+  (``"dist version"``) as written by :func:`dump_config`.
+* Scalars are strict: ``"3"`` is not an int and ``"false"`` is not a bool.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.errors import BaseValidationError
+
+from ebmkit._suggest import did_you_mean
+from ebmkit.config.base import KIND_BASES, ComponentConfig, ConfigBase, kind_of_config
+from ebmkit.errors import (
+    ComponentConflictError,
+    ConfigError,
+    ConfigProblem,
+    PluginLoadError,
+    UnknownComponentError,
+)
+
+__all__ = ["converter", "structure", "unstructure", "component_name", "component_field"]
+
+
+class _Problems(Exception):
+    """Internal: problems collected below some path (never escapes this module)."""
+
+    def __init__(self, problems: list[ConfigProblem], cause: BaseException | None = None):
+        self.problems = problems
+        self.cause = cause
+        super().__init__(problems)
+
+
+def _join(prefix: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, type):
+        return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
+            t.__name__, t.__name__
+        )
+    return str(t).replace("typing.", "")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- strict scalars ----------------------------------------------------------------
+
+
+def _strict_int(value: Any, _t: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise TypeError(f"expected an integer, got {_describe(value)}")
+    return value
+
+
+def _strict_float(value: Any, _t: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {_describe(value)}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _t: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _strict_str(value: Any, _t: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {_describe(value)}")
+    return value
+
+
+# -- the converter -----------------------------------------------------------------
+
+converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+converter.register_structure_hook(int, _strict_int)
+converter.register_structure_hook(float, _strict_float)
+converter.register_structure_hook(bool, _strict_bool)
+converter.register_structure_hook(str, _strict_str)
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[attrs.Attribute, ...]:
+    attrs.resolve_types(cls)
+    return attrs.fields(cls)
+
+
+def _leaf_problems(exc: BaseException, path: str) -> list[ConfigProblem]:
+    """Flatten a cattrs validation group into problems with index paths."""
+    if isinstance(exc, _Problems):
+        return [p.under(path) if path else p for p in exc.problems]
+    if isinstance(exc, ConfigError):
+        return [p.under(path) for p in exc.problems]
+    if isinstance(exc, BaseValidationError):
+        out: list[ConfigProblem] = []
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", []):
+                idx = getattr(note, "index", None)
+                name = getattr(note, "name", None)
+                if idx is not None:
+                    sub_path = _join(path, idx)
+                elif name is not None:
+                    sub_path = _join(path, name)
+            out += _leaf_problems(sub, sub_path)
+        return out or [ConfigProblem(path=path, message=str(exc))]
+    return [ConfigProblem(path=path, message=str(exc) or type(exc).__name__)]
+
+
+def _structure_value(value: Any, typ: Any, path: str) -> Any:
+    try:
+        if isinstance(typ, type) and issubclass(typ, ConfigBase):
+            return _structure_config(value, typ, path)
+        origin = typing.get_origin(typ)
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(typ)
+            if value is None and type(None) in args:
+                return None
+            non_none = [a for a in args if a is not type(None)]
+            if len(non_none) == 1:
+                return _structure_value(value, non_none[0], path)
+        return converter.structure(value, typ)
+    except _Problems:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a problem
+        problems = _leaf_problems(exc, path)
+        raise _Problems(problems, exc) from None
+
+
+def _registry_problem(exc: Exception, path: str) -> _Problems:
+    if isinstance(exc, (UnknownComponentError, ComponentConflictError)):
+        located = exc.at(path)
+        return _Problems(list(located.problems), located)
+    return _Problems(
+        [ConfigProblem(path=path, message=str(exc), suggestion="run `ebmkit plugins check`")], exc
+    )
+
+
+def _component_spec(kind: str, name: Any, path: str, provider: Any = None):
+    from ebmkit.registry import get_registry
+
+    if not isinstance(name, str):
+        raise _Problems(
+            [ConfigProblem(path=_join(path, "name"), message=f"expected a component name string, got {_describe(name)}")]
+        )
+    reg = get_registry(kind)
+    try:
+        if provider is not None and ":" not in name:
+            if not isinstance(provider, str) or not provider.strip():
+                raise _Problems(
+                    [ConfigProblem(path=_join(path, "provider"), message=f"expected 'dist version', got {_describe(provider)}")]
+                )
+            dist, _, version = provider.strip().partition(" ")
+            p = reg.resolve(f"{dist}:{name}")
+            if version and p.version and version.strip() != p.version:
+                warnings.warn(
+                    f"{path}: config was written with {dist} {version.strip()}, "
+                    f"installed is {p.version}",
+                    stacklevel=2,
+                )
+            return reg.load(p)
+        return reg.get(name)
+    except (UnknownComponentError, ComponentConflictError, PluginLoadError) as exc:
+        raise _registry_problem(exc, path) from None
+
+
+def _structure_component(value: Any, base: type[ComponentConfig], path: str, default_name: str | None) -> ComponentConfig:
+    kind = kind_of_config(base)
+    assert kind is not None
+    if isinstance(value, ComponentConfig):
+        if not isinstance(value, base):
+            raise _Problems(
+                [ConfigProblem(path=path, message=f"{type(value).__name__} is a {kind_of_config(type(value))} config, expected a {kind} config")]
+            )
+        return value
+    if isinstance(value, str):
+        spec = _component_spec(kind, value, path)
+        return _structure_config({}, spec.config, path)
+    if isinstance(value, Mapping):
+        table = dict(value)
+        name = table.pop("name", default_name)
+        provider = table.pop("provider", None)
+        if name is None:
+            raise _Problems(
+                [ConfigProblem(path=_join(path, "name"), message="missing component name", suggestion=f"add name = \"<{kind}>\"; see `ebmkit plugins`")]
+            )
+        spec = _component_spec(kind, name, path, provider)
+        return _structure_config(table, spec.config, path)
+    raise _Problems(
+        [
+            ConfigProblem(
+                path=path,
+                message=f"expected a {kind} name or a table with 'name', got {_describe(value)}",
+            )
+        ]
+    )
+
+
+def _structure_config(value: Any, cls: type, path: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    if cls in KIND_BASES.values():
+        return _structure_component(value, cls, path, None)
+    if not isinstance(value, Mapping):
+        raise _Problems(
+            [ConfigProblem(path=path, message=f"expected a table for {cls.__name__}, got {_describe(value)}")]
+        )
+    fields = _fields(cls)
+    by_name = {a.alias or a.name: a for a in fields if a.init}
+    problems: list[ConfigProblem] = []
+    for key in value:
+        if key not in by_name:
+            hint = did_you_mean(str(key), by_name) if isinstance(key, str) else None
+            known = ", ".join(by_name) or "none"
+            problems.append(
+                ConfigProblem(
+                    path=path,
+                    message=f"unexpected field {key!r}",
+                    suggestion=hint or f"known fields: {known}",
+                )
+            )
+    values: dict[str, Any] = {}
+    for key, a in by_name.items():
+        sub = _join(path, key)
+        if key not in value:
+            if a.default is attrs.NOTHING:
+                problems.append(ConfigProblem(path=sub, message="required field missing"))
+            continue
+        try:
+            if isinstance(a.type, type) and a.type in KIND_BASES.values():
+                default = a.default if isinstance(a.default, str) else None
+                values[key] = _structure_component(value[key], a.type, sub, default)
+            else:
+                values[key] = _structure_value(value[key], a.type, sub)
+        except _Problems as exc:
+            problems += exc.problems
+            continue
+        if a.validator is not None:
+            try:
+                a.validator(None, a, values[key])
+            except Exception as exc:  # noqa: BLE001
+                problems.append(ConfigProblem(path=sub, message=str(exc)))
+    if problems:
+        raise _Problems(problems)
+    try:
+        return cls(**values)
+    except Exception as exc:  # noqa: BLE001 - cross-field validation, converters
+        raise _Problems([ConfigProblem(path=path, message=str(exc))], exc) from None
+
+
+def structure(data: Any, cls: type, *, source: str | None = None) -> Any:
+    """Structure ``data`` (a mapping, string or instance) into ``cls``.
+
+    Raises:
+        ConfigError: with every problem found, each tagged with ``source``.
+    """
+    try:
+        return _structure_config(data, cls, "")
+    except _Problems as exc:
+        err = ConfigError(exc.problems, source=source)
+        raise err from exc.cause
+
+
+# -- unstructuring -----------------------------------------------------------------
+
+
+def component_name(config: ComponentConfig) -> tuple[str, Any]:
+    """The config string that selects ``config``'s component, and its provider.
+
+    The name is provider-qualified when several providers offer it.
+    """
+    from ebmkit.registry import get_registry
+
+    kind = kind_of_config(type(config))
+    reg = get_registry(kind)
+    provider = reg.provider_of_config(type(config))
+    name = provider.name
+    if len(reg.all_providers().get(name, [])) > 1:
+        name = provider.qualified_name
+    return name, provider
+
+
+def _unstructure_value(value: Any, with_provider: bool) -> Any:
+    if isinstance(value, ConfigBase):
+        return unstructure(value, with_provider=with_provider)
+    if isinstance(value, (tuple, list)):
+        return [_unstructure_value(v, with_provider) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _unstructure_value(v, with_provider) for k, v in value.items()}
+    return converter.unstructure(value)
+
+
+def unstructure(config: Any, *, with_provider: bool = False) -> dict[str, Any]:
+    """A plain dict (TOML/JSON-ready) that structures back to an equal config.
+
+    ``None`` values of fields whose default is ``None`` are left out (TOML has no
+    null). Component configs carry ``name`` first, and ``provider`` when asked.
+    """
+    out: dict[str, Any] = {}
+    if isinstance(config, ComponentConfig):
+        name, provider = component_name(config)
+        out["name"] = name
+        if with_provider:
+            out["provider"] = f"{provider.dist} {provider.version}" if provider.version else provider.dist
+    for a in _fields(type(config)):
+        if not a.init:
+            continue
+        v = getattr(config, a.name)
+        if v is None and a.default is None:
+            continue
+        out[a.alias or a.name] = _unstructure_value(v, with_provider)
+    return out
+
+
+def component_field(kind: str, default: str, **kwargs: Any) -> Any:
+    """An attrs field holding a ``kind`` component config, default ``default``.
+
+    Accepts a name, a table or a config instance in Python code too, so
+    ``Config(sampler="hmc")`` and ``Config(sampler={"name": "hmc"})`` work.
+    """
+    base = KIND_BASES[kind]
+
+    def convert(value: Any) -> ComponentConfig:
+        if isinstance(value, base):
+            return value
+        try:
+            return _structure_component(value, base, kind, default)
+        except _Problems as exc:
+            raise ConfigError(exc.problems) from exc.cause
+
+    return attrs.field(default=default, converter=convert, **kwargs)
