@@ -88,12 +88,19 @@ def run_chain(
         energy_fn: ``x[B, *event] -> E[B]``.
         num_steps: static number of steps (0 returns the starts).
         schedule: optional ``step_index -> {tunable: value}`` evaluated inside
-            the loop (e.g. an annealed step size).
+            the loop (e.g. an annealed step size). Defaults to the sampler's own
+            ``schedule(step_index, num_steps)`` method when it has one.
         **tunables: numeric settings passed to every kernel call.
 
     Returns:
         The final positions and a :class:`ChainSummary`.
     """
+    if schedule is None and hasattr(sampler, "schedule"):
+        # Samplers with a built-in schedule (annealing) expose
+        # ``schedule(step_index, num_steps) -> {tunable: value}``.
+        def schedule(i: Array) -> Mapping[str, Any]:
+            return sampler.schedule(i, num_steps)
+
     state = sampler.init(position, energy_fn)
     initial_energy = state.energy
     batch = position.shape[0]
