@@ -1,4 +1,11 @@
-"""ebmkit: a plugin-based framework for energy-based models on JAX."""
+"""ebmkit: a plugin-based framework for energy-based models on JAX.
+
+Components (energies, samplers, losses, buffers, data sets) are chosen by
+name and resolved from Python entry points; see :mod:`ebmkit.registry`.
+"""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _metadata_version
 
 from ebmkit import registry
 from ebmkit.config import Config, TrainConfig, config_class, dump_config, load_config
@@ -11,22 +18,86 @@ from ebmkit.errors import (
 )
 from ebmkit.registry import ComponentSpec, get_spec, overlay, register
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata_version("ebmkit-jax")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+# JAX and Flax load only when a model-level name is first used, so that
+# `ebmkit plugins` and config validation start fast.
+_LAZY = {
+    "assemble": "ebmkit.assemble",
+    "diagnose": "ebmkit.evaluate",
+    "EBM": "ebmkit.model",
+    "DeepEBM": "ebmkit.model",
+    "TrainState": "ebmkit.model",
+    **{
+        name: "ebmkit.guide"
+        for name in (
+            "SAMPLING_PRESETS",
+            "DeepEBMConfig",
+            "DeviceManager",
+            "EBMConfig",
+            "EnergyNetworkConfig",
+            "EnergyTrainer",
+            "EnergyTrainingConfig",
+            "MCMCConfig",
+            "SampleBufferConfig",
+            "create_cifar_ebm",
+            "create_mnist_ebm",
+            "create_simple_ebm",
+            "sampling_preset",
+        )
+    },
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ebmkit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 __all__ = [
+    "SAMPLING_PRESETS",
     "ComponentConflictError",
     "ComponentSpec",
     "Config",
     "ConfigError",
+    "DeepEBM",
+    "DeepEBMConfig",
+    "DeviceManager",
+    "EBM",
+    "EBMConfig",
     "EbmkitError",
+    "EnergyNetworkConfig",
+    "EnergyTrainer",
+    "EnergyTrainingConfig",
+    "MCMCConfig",
     "PluginLoadError",
+    "SampleBufferConfig",
     "TrainConfig",
+    "TrainState",
     "UnknownComponentError",
+    "assemble",
     "config_class",
+    "create_cifar_ebm",
+    "create_mnist_ebm",
+    "create_simple_ebm",
+    "diagnose",
     "dump_config",
     "get_spec",
     "load_config",
     "overlay",
     "register",
     "registry",
+    "sampling_preset",
 ]

@@ -251,13 +251,21 @@ def _structure_config(value: Any, cls: type, path: str) -> Any:
     values: dict[str, Any] = {}
     for key, a in by_name.items():
         sub = _join(path, key)
+        is_component = isinstance(a.type, type) and a.type in KIND_BASES.values()
+        default = a.default if isinstance(a.default, str) else None
         if key not in value:
             if a.default is attrs.NOTHING:
                 problems.append(ConfigProblem(path=sub, message="required field missing"))
+            elif is_component and default is not None:
+                # Resolve default components here so that their failures are
+                # collected with every other problem, at the right path.
+                try:
+                    values[key] = _structure_component(default, a.type, sub, default)
+                except _Problems as exc:
+                    problems += exc.problems
             continue
         try:
-            if isinstance(a.type, type) and a.type in KIND_BASES.values():
-                default = a.default if isinstance(a.default, str) else None
+            if is_component:
                 values[key] = _structure_component(value[key], a.type, sub, default)
             else:
                 values[key] = _structure_value(value[key], a.type, sub)
@@ -273,6 +281,8 @@ def _structure_config(value: Any, cls: type, path: str) -> Any:
         raise _Problems(problems)
     try:
         return cls(**values)
+    except ConfigError as exc:
+        raise _Problems([p.under(path) for p in exc.problems], exc) from None
     except Exception as exc:  # noqa: BLE001 - cross-field validation, converters
         raise _Problems([ConfigProblem(path=path, message=str(exc))], exc) from None
 
