@@ -26,6 +26,7 @@ from ebmkit.config.base import (
     one_of,
     optional,
     positive,
+    positive_int,
     positive_ints,
     probability,
 )
@@ -50,11 +51,6 @@ __all__ = [
     "create_mnist_ebm",
     "create_cifar_ebm",
 ]
-
-
-def _positive_int(_inst, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"must be a positive integer, got {value!r}")
 
 
 def _tuple(value):
@@ -100,7 +96,7 @@ class MCMCConfig(ConfigBase):
     """
 
     name: str = "mcmc"
-    n_steps: int = attrs.field(default=60, validator=_positive_int)
+    n_steps: int = attrs.field(default=60, validator=positive_int)
     step_size: float = attrs.field(default=0.01, validator=positive)
     noise_scale: float = attrs.field(default=0.005, validator=non_negative)
     temperature: float = attrs.field(default=1.0, validator=positive)
@@ -124,7 +120,7 @@ class SampleBufferConfig(ConfigBase):
     """
 
     name: str = "buffer"
-    capacity: int = attrs.field(default=8192, validator=_positive_int)
+    capacity: int = attrs.field(default=8192, validator=positive_int)
     reinit_prob: float = attrs.field(default=0.05, validator=probability)
 
 
@@ -188,7 +184,7 @@ class EBMConfig(ConfigBase):
     """
 
     name: str = "ebm"
-    input_dim: int | None = attrs.field(default=None, validator=optional(_positive_int))
+    input_dim: int | None = attrs.field(default=None, validator=optional(positive_int))
     input_shape: tuple[int, ...] | None = attrs.field(default=None, converter=_tuple, validator=optional(positive_ints))
     energy_network: EnergyNetworkConfig = attrs.field(factory=EnergyNetworkConfig)
     mcmc: MCMCConfig = attrs.field(factory=MCMCConfig)
@@ -387,11 +383,11 @@ class EnergyTrainingConfig(ConfigBase):
 
     training_method: str = "cd"
     mcmc_sampler: str = "langevin"
-    mcmc_steps: int = attrs.field(default=20, validator=_positive_int)
+    mcmc_steps: int = attrs.field(default=20, validator=positive_int)
     step_size: float = attrs.field(default=0.01, validator=positive)
     noise_scale: float = attrs.field(default=0.005, validator=non_negative)
     gradient_clipping: float | None = attrs.field(default=None, validator=optional(positive))
-    replay_buffer_size: int | None = attrs.field(default=None, validator=optional(_positive_int))
+    replay_buffer_size: int | None = attrs.field(default=None, validator=optional(positive_int))
     replay_buffer_init_prob: float = attrs.field(default=0.95, validator=probability)
     energy_regularization: float = attrs.field(default=0.0, validator=non_negative)
 

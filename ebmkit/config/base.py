@@ -32,6 +32,8 @@ __all__ = [
     "finite",
     "one_of",
     "positive_ints",
+    "positive_int",
+    "non_negative_int",
     "optional",
     "kind_of_config",
 ]
@@ -100,7 +102,7 @@ KIND_BASES: dict[str, type[ComponentConfig]] = {
 def _check(pred: Callable[[Any], bool], what: str):
     def validator(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if not pred(value):
-            raise ValueError(f"must be {what}, got {value!r}")
+            raise ValueError(f"{attribute.name}: must be {what}, got {value!r}")
 
     validator.__doc__ = f"Value must be {what}."
     return validator
@@ -126,7 +128,7 @@ def one_of(choices: Sequence[str]):
 
             hint = did_you_mean(str(value), choices)
             raise ValueError(
-                f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                f"{attribute.name}: must be one of {', '.join(map(repr, choices))}, got {value!r}"
                 + (f"; {hint}" if hint else "")
             )
 
@@ -139,7 +141,19 @@ def positive_ints(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not isinstance(value, tuple) or not value or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
     ):
-        raise ValueError(f"must be a non-empty list of positive integers, got {value!r}")
+        raise ValueError(f"{attribute.name}: must be a non-empty list of positive integers, got {value!r}")
+
+
+def positive_int(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """An integer > 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{attribute.name}: must be a positive integer, got {value!r}")
+
+
+def non_negative_int(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """An integer >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name}: must be an integer >= 0, got {value!r}")
 
 
 def optional(validator: Callable[..., None]):

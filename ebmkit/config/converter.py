@@ -276,7 +276,10 @@ def _structure_config(value: Any, cls: type, path: str) -> Any:
             try:
                 a.validator(None, a, values[key])
             except Exception as exc:  # noqa: BLE001
-                problems.append(ConfigProblem(path=sub, message=str(exc)))
+                message = str(exc)
+                # Validators name their field for direct Python calls; the path says it here.
+                message = message.removeprefix(f"{a.name}: ")
+                problems.append(ConfigProblem(path=sub, message=message))
     if problems:
         raise _Problems(problems)
     try:

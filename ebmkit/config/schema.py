@@ -28,8 +28,10 @@ from ebmkit.config.base import (
     SamplerConfig,
     config_class,
     non_negative,
+    non_negative_int,
     optional,
     positive,
+    positive_int,
 )
 from ebmkit.config.converter import component_field
 
@@ -43,16 +45,6 @@ DEFAULT_COMPONENTS = {
     "buffer": "replay",
     "dataset": "8gaussians",
 }
-
-
-def _positive_int(_inst, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"must be a positive integer, got {value!r}")
-
-
-def _non_negative_int(_inst, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"must be an integer >= 0, got {value!r}")
 
 
 @config_class
@@ -73,18 +65,18 @@ class TrainConfig(ConfigBase):
         steps_per_call: training steps fused into one compiled call.
     """
 
-    steps: int = attrs.field(default=2000, validator=_positive_int)
-    batch_size: int = attrs.field(default=256, validator=_positive_int)
+    steps: int = attrs.field(default=2000, validator=positive_int)
+    batch_size: int = attrs.field(default=256, validator=positive_int)
     optimizer: str = "adam"
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
     max_grad_norm: float | None = attrs.field(default=None, validator=optional(positive))
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
-    seed: int = attrs.field(default=0, validator=_non_negative_int)
-    log_every: int = attrs.field(default=100, validator=_positive_int)
-    eval_every: int = attrs.field(default=0, validator=_non_negative_int)
-    checkpoint_every: int = attrs.field(default=500, validator=_non_negative_int)
-    keep_checkpoints: int = attrs.field(default=3, validator=_positive_int)
-    steps_per_call: int = attrs.field(default=1, validator=_positive_int)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+    log_every: int = attrs.field(default=100, validator=positive_int)
+    eval_every: int = attrs.field(default=0, validator=non_negative_int)
+    checkpoint_every: int = attrs.field(default=500, validator=non_negative_int)
+    keep_checkpoints: int = attrs.field(default=3, validator=positive_int)
+    steps_per_call: int = attrs.field(default=1, validator=positive_int)
 
 
 @config_class
