@@ -110,8 +110,11 @@ class ComponentSpec:
         kind: one of ``energy``, ``sampler``, ``buffer``, ``loss``, ``dataset``.
         name: the config string; must equal the entry-point name.
         config: an attrs config class deriving from the kind's base config.
-        build: ``build(config) -> component``; what a component is depends on
-            the kind (see :mod:`ebmkit.types`).
+        build: builds the component from a config; the context it receives
+            depends on the kind (see :mod:`ebmkit.types`):
+            ``energy``: ``build(config, *, event_shape, rngs) -> nnx.Module``;
+            ``buffer``: ``build(config, *, event_shape, bounds) -> Buffer``;
+            ``sampler``, ``loss``, ``dataset``: ``build(config)``.
         summary: one line shown by ``ebmkit plugins``.
         api: the plugin API version the spec was written for.
     """

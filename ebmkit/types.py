@@ -62,7 +62,8 @@ class Sampler(Protocol):
     callers may pass others to each ``kernel`` call, so schedules work.
     """
 
-    tunables: Mapping[str, float]
+    tunables: Mapping[str, float | None]
+    num_steps: int
 
     def init(self, position: Array, energy_fn: EnergyFn) -> Any: ...
 
@@ -95,6 +96,9 @@ class Buffer(Protocol):
 
     def update(self, state: Any, x: Array, slots: Array) -> Any:
         """Write chains ``x`` back into ``slots``."""
+
+    def fresh(self, rng_key: PRNGKey, n: int) -> Array:
+        """``n`` draws from the init distribution (fresh chains for ``generate``)."""
 
 
 class LossContext(NamedTuple):

@@ -9,6 +9,7 @@ from ebmkit.config.base import (
     EnergyConfig,
     LossConfig,
     SamplerConfig,
+    as_tuple,
     config_class,
     finite,
     non_negative,
@@ -38,6 +39,7 @@ from ebmkit.config.schema import DEFAULT_COMPONENTS, Config, TrainConfig
 
 __all__ = [
     "KIND_BASES",
+    "as_tuple",
     "BufferConfig",
     "ComponentConfig",
     "Config",

@@ -35,6 +35,7 @@ __all__ = [
     "positive_int",
     "non_negative_int",
     "optional",
+    "as_tuple",
     "kind_of_config",
 ]
 
@@ -154,6 +155,11 @@ def non_negative_int(_inst: Any, attribute: attrs.Attribute, value: Any) -> None
     """An integer >= 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{attribute.name}: must be an integer >= 0, got {value!r}")
+
+
+def as_tuple(value: Any) -> Any:
+    """attrs converter: lists become tuples, so configs stay hashable."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def optional(validator: Callable[..., None]):

@@ -125,11 +125,13 @@ def _leaf_problems(exc: BaseException, path: str) -> list[ConfigProblem]:
         for sub in exc.exceptions:
             sub_path = path
             for note in getattr(sub, "__notes__", []):
+                # cattrs annotates with typed notes; plain str notes also have
+                # an ``index`` attribute (a method), so check the types.
                 idx = getattr(note, "index", None)
                 name = getattr(note, "name", None)
-                if idx is not None:
+                if isinstance(idx, int):
                     sub_path = _join(path, idx)
-                elif name is not None:
+                elif isinstance(name, str):
                     sub_path = _join(path, name)
             out += _leaf_problems(sub, sub_path)
         return out or [ConfigProblem(path=path, message=str(exc))]

@@ -63,6 +63,9 @@ class TrainConfig(ConfigBase):
         checkpoint_every: save a checkpoint every this many steps (0: only at the end).
         keep_checkpoints: how many recent checkpoints to keep.
         steps_per_call: training steps fused into one compiled call.
+        energy_bound: an energy magnitude above this counts as divergence.
+        max_retries: rollbacks to the last good checkpoint before giving up.
+        lr_decay_on_retry: factor applied to the learning rate on each rollback.
     """
 
     steps: int = attrs.field(default=2000, validator=positive_int)
@@ -77,6 +80,9 @@ class TrainConfig(ConfigBase):
     checkpoint_every: int = attrs.field(default=500, validator=non_negative_int)
     keep_checkpoints: int = attrs.field(default=3, validator=positive_int)
     steps_per_call: int = attrs.field(default=1, validator=positive_int)
+    energy_bound: float = attrs.field(default=1e4, validator=positive)
+    max_retries: int = attrs.field(default=2, validator=non_negative_int)
+    lr_decay_on_retry: float = attrs.field(default=0.5, validator=positive)
 
 
 @config_class
