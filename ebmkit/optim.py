@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from ebmkit._suggest import did_you_mean
 
-__all__ = ["OPTIMIZERS", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "get_learning_rate", "set_learning_rate"]
 
 #: Names accepted for ``train.optimizer`` and the optax constructor each maps to.
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -56,12 +58,51 @@ def make_optimizer(
                 + (f"; {hint}" if hint else "")
                 + f" known: {', '.join(OPTIMIZERS)}"
             )
+        # The learning rate lives in the optimiser state (inject_hyperparams), so
+        # the trainer can lower it after a divergence without recompiling.
+        factory = optax.inject_hyperparams(OPTIMIZERS[optimizer])
         if optimizer in ("adamw", "lamb"):
-            tx = OPTIMIZERS[optimizer](learning_rate, weight_decay=weight_decay)
+            tx = factory(learning_rate=learning_rate, weight_decay=weight_decay)
         else:
-            tx = OPTIMIZERS[optimizer](learning_rate)
+            tx = factory(learning_rate=learning_rate)
             if weight_decay:
                 tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
     if max_grad_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
     return tx
+
+
+def _is_injected(node) -> bool:
+    # optax has had two such state classes; both carry a ``hyperparams`` dict.
+    return isinstance(node, tuple) and hasattr(node, "hyperparams") and isinstance(node.hyperparams, dict)
+
+
+def get_learning_rate(opt_state) -> float | None:
+    """The learning rate stored in ``opt_state``, or ``None`` if it has none."""
+    for node in jax.tree.leaves(opt_state, is_leaf=_is_injected):
+        if _is_injected(node) and "learning_rate" in node.hyperparams:
+            return float(node.hyperparams["learning_rate"])
+    return None
+
+
+def set_learning_rate(opt_state, learning_rate: float):
+    """A copy of ``opt_state`` with a new learning rate.
+
+    Raises:
+        ValueError: the optimiser was not built by :func:`make_optimizer` from a name.
+    """
+    found = False
+
+    def update(node):
+        nonlocal found
+        if _is_injected(node) and "learning_rate" in node.hyperparams:
+            found = True
+            hyper = dict(node.hyperparams)
+            hyper["learning_rate"] = jnp.asarray(learning_rate, dtype=jnp.asarray(hyper["learning_rate"]).dtype)
+            return node._replace(hyperparams=hyper)
+        return node
+
+    out = jax.tree.map(update, opt_state, is_leaf=_is_injected)
+    if not found:
+        raise ValueError("this optimiser state carries no learning rate (pass the optimiser by name)")
+    return out

@@ -65,6 +65,11 @@ def _type_name(t: Any) -> str:
     return str(t).replace("typing.", "")
 
 
+def _article(word: str | None) -> str:
+    word = str(word)
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -201,7 +206,7 @@ def _structure_component(value: Any, base: type[ComponentConfig], path: str, def
     if isinstance(value, ComponentConfig):
         if not isinstance(value, base):
             raise _Problems(
-                [ConfigProblem(path=path, message=f"{type(value).__name__} is a {kind_of_config(type(value))} config, expected a {kind} config")]
+                [ConfigProblem(path=path, message=f"{type(value).__name__} is {_article(kind_of_config(type(value)))} config, expected {_article(kind)} config")]
             )
         return value
     if isinstance(value, str):
@@ -221,7 +226,7 @@ def _structure_component(value: Any, base: type[ComponentConfig], path: str, def
         [
             ConfigProblem(
                 path=path,
-                message=f"expected a {kind} name or a table with 'name', got {_describe(value)}",
+                message=f"expected {_article(kind)} name or a table with 'name', got {_describe(value)}",
             )
         ]
     )

@@ -1,0 +1,133 @@
+"""The main job: train on a data set and leave plots, metrics and a checkpoint.
+
+``ebmkit train`` is a thin shell over :func:`train_job`; notebooks can call it
+directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ebmkit.components import build_dataset
+from ebmkit.config import Config, load_config
+from ebmkit.errors import EbmkitError
+from ebmkit.model import EBM
+from ebmkit.trainer import Trainer, TrainResult
+
+__all__ = ["train_job", "RunDirectoryError", "write_artifacts", "SUMMARY_KEYS"]
+
+#: Keys every summary.json has (NaN where they do not apply, e.g. NLL on images).
+SUMMARY_KEYS = ("nll", "kl_gap", "energy_gap", "steps_per_s")
+
+
+class RunDirectoryError(EbmkitError):
+    """The output directory cannot be used as asked."""
+
+
+def _default_out(config: Config) -> Path:
+    from ebmkit.config import component_name
+
+    name, _ = component_name(config.dataset)
+    return Path("runs") / name.replace(":", "_")
+
+
+def train_job(
+    config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    overrides: Iterable[str] = (),
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Train, evaluate and write ``out/{config.toml, checkpoints/, metrics.jsonl,
+    samples.png, energy.png, curves.png, summary.json}``.
+
+    Args:
+        config: a config, mapping or TOML/JSON path; ``None`` for the default
+            assembly (mlp + langevin + pcd + replay on 8gaussians).
+        overrides: ``"a.b=c"`` strings applied last.
+        out: the run directory (default ``runs/<dataset>``).
+        resume: continue from the latest checkpoint in ``out``.
+        progress: show a progress bar.
+        plots: write the PNGs.
+
+    Returns:
+        The summary (also written to ``summary.json``).
+
+    Raises:
+        RunDirectoryError: ``out`` holds a run and ``resume`` is off.
+    """
+    cfg = config if isinstance(config, Config) and not overrides else load_config(config, overrides=overrides)
+    run_dir = Path(out) if out is not None else _default_out(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    has_run = ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+    if has_run and not resume:
+        raise RunDirectoryError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if resume and not has_run:
+        raise RunDirectoryError(f"nothing to resume: {ckpt_dir} has no checkpoint")
+    dataset = build_dataset(cfg.dataset)
+    model = EBM(cfg, event_shape=dataset.event_shape, data_bounds=dataset.bounds)
+    trainer = Trainer(model, dataset, run_dir=run_dir, progress=progress)
+    started = time.perf_counter()
+    result = trainer.fit(resume=resume)
+    summary = {key: float("nan") for key in SUMMARY_KEYS}
+    summary.update(result.summary)
+    summary["wall_time_s"] = time.perf_counter() - started
+    summary["run_dir"] = str(run_dir)
+    if plots:
+        summary["plots"] = write_artifacts(model, dataset, result, run_dir)
+    with open(run_dir / "summary.json", "w", encoding="utf-8") as fh:
+        json.dump(_jsonable(summary), fh, indent=2)
+    return summary
+
+
+def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path) -> list[str]:
+    """``samples.png``, ``energy.png`` and ``curves.png`` for a finished run."""
+    from ebmkit import viz
+
+    written = []
+    key = jax.random.key(model.config.train.seed + 1)
+    if tuple(dataset.event_shape) == (2,):
+        samples = np.asarray(model.generate(2000, n_steps=max(model.num_steps, 100), rng_key=key))
+        data = dataset.held_out(2000)
+        viz.plot_samples(samples, data=data, bounds=dataset.bounds, path=run_dir / "samples.png")
+        viz.visualize_energy_landscape(
+            model, bounds=dataset.bounds, samples=samples[:500], path=run_dir / "energy.png",
+            log_density=True,
+        )
+    else:
+        samples = np.asarray(model.generate(64, n_steps=max(model.num_steps, 60), rng_key=key))
+        viz.save_image_grid(samples, run_dir / "samples.png")
+        data = dataset.held_out(256)
+        viz.plot_energy_histogram(
+            np.asarray(model.energy(data)), np.asarray(model.energy(samples)), run_dir / "energy.png"
+        )
+    written += ["samples.png", "energy.png"]
+    viz.plot_training_curves(result.history, run_dir / "curves.png")
+    written.append("curves.png")
+    return written
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,0 +1,464 @@
+"""The generic trainer: one compiled program per step, checkpoints, resume,
+divergence handling and host-side hooks.
+
+The training state (:class:`~ebmkit.model.TrainState`) stays on the device
+for the whole run. Each dispatch runs ``steps_per_call`` complete steps
+(``lax.scan`` over :func:`~ebmkit.model.make_train_step`); metrics are fetched
+from the device only every ``log_every`` steps, where divergence is checked and
+hooks fire.
+
+Determinism: parameters, MCMC keys and the data order all derive from
+``train.seed``; a run stopped after step k and resumed from its checkpoint
+reproduces the uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ebmkit.checkpoint import Checkpointer, CheckpointError
+from ebmkit.config import Config, dump_config
+from ebmkit.errors import EbmkitError
+from ebmkit.model import EBM, TrainState, make_train_step
+from ebmkit.optim import get_learning_rate, set_learning_rate
+
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged"]
+
+
+class TrainingDiverged(EbmkitError):
+    """Training kept diverging after every allowed rollback."""
+
+
+ADVICE = """What to try (most effective first):
+  - lower the learning rate:        --set train.learning_rate=1e-4
+  - clip gradients:                 --set train.max_grad_norm=1.0
+  - regularise energies harder:     --set loss.alpha=0.1   (or higher)
+  - smaller MCMC steps:             --set sampler.step_size=0.005
+  - spectral normalisation:         --set energy.use_spectral_norm=true"""
+
+
+@attrs.define
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes:
+        step: the last completed step.
+        history: one dict of host floats per log interval.
+        summary: final figures (``energy_gap``, ``steps_per_s``, evaluation).
+        retries: rollbacks that divergence forced.
+    """
+
+    step: int
+    history: list[dict[str, float]]
+    summary: dict[str, Any]
+    retries: int = 0
+
+
+class _MetricsWriter:
+    """Built-in hook plugin: appends each logged metrics row to a JSON-lines file."""
+
+    from ebmkit.hookspecs import hookimpl as _hookimpl
+
+    def __init__(self, path: Path, *, append: bool):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not append and path.exists():
+            path.unlink()
+
+    @_hookimpl
+    def ebmkit_step_end(self, step: int, metrics: Mapping[str, float]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def _as_host(metrics: list[dict[str, jax.Array]]) -> list[dict[str, np.ndarray]]:
+    return [{k: np.asarray(v) for k, v in m.items()} for m in jax.device_get(metrics)]
+
+
+def _finite_tree(tree: Any) -> bool:
+    return all(bool(np.all(np.isfinite(x))) for x in jax.tree.leaves(tree) if np.issubdtype(np.asarray(x).dtype, np.floating))
+
+
+class Trainer:
+    """Trains an :class:`~ebmkit.EBM` on a data set.
+
+    Args:
+        model: the assembled model; its ``config.train`` gives the settings.
+        dataset: an :class:`ebmkit.data.Dataset` (``sample(rng, n)``).
+        run_dir: where checkpoints, ``metrics.jsonl`` and ``config.toml`` go;
+            ``None`` keeps everything in memory.
+        progress: show a progress bar (rich) on the console.
+        evaluate: ``evaluate(trainer) -> dict`` run every ``eval_every`` steps
+            and at the end; default: exact grid NLL for 2-D data sets.
+        hooks: fire the ``ebmkit.plugins`` host hooks.
+    """
+
+    def __init__(
+        self,
+        model: EBM,
+        dataset: Any,
+        *,
+        run_dir: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+        evaluate: Callable[[Trainer], dict[str, float]] | None = None,
+        hooks: bool = True,
+    ):
+        self.model = model
+        self.dataset = dataset
+        self.config: Config = model.config
+        self.train = model.config.train
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.evaluate_fn = evaluate
+        self.use_hooks = hooks
+        if tuple(dataset.event_shape) != model.event_shape:
+            raise ValueError(
+                f"data set {getattr(dataset, 'name', '?')!r} has samples of shape {tuple(dataset.event_shape)} "
+                f"but the model expects {model.event_shape}"
+            )
+        self.checkpointer = (
+            Checkpointer(self.run_dir / "checkpoints", keep=self.train.keep_checkpoints)
+            if self.run_dir is not None
+            else None
+        )
+        graphdef, eval_graphdef = model._graphdefs()
+        self._eval_graphdef = eval_graphdef
+        step = make_train_step(
+            graphdef, eval_graphdef, sampler=model.sampler, loss=model.loss_fn, buffer=model._buffer,
+            tx=model._tx, num_steps=model.num_steps,
+        )
+        bound = self.train.energy_bound
+
+        def many(state: TrainState, xs: jax.Array):
+            def body(s, x):
+                s, metrics = step(s, x)
+                energies = jnp.stack([metrics["loss"], metrics["real_energy_mean"], metrics["fake_energy_mean"]])
+                metrics["diverged"] = jnp.any(~jnp.isfinite(energies)) | jnp.any(jnp.abs(energies) > bound)
+                return s, metrics
+
+            return jax.lax.scan(body, state, xs)
+
+        self._step = jax.jit(many, donate_argnums=(0,))
+        self.state: TrainState = model.train_state()
+        self.step = 0
+        self.data_rng = np.random.default_rng(self.train.seed)
+        self.retries = 0
+        self.history: list[dict[str, float]] = []
+        self._pm = None
+
+    # -- state -------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config_toml": dump_config(self.config),
+            "data_rng": self.data_rng.bit_generator.state,
+            "retries": self.retries,
+            "learning_rate": get_learning_rate(self.state.opt_state),
+            "ebmkit_version": _version(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Save the current state (only if it is finite: never a NaN on disk)."""
+        host = jax.device_get(self.state)
+        if not _finite_tree(host.params):
+            raise TrainingDiverged(f"refusing to checkpoint non-finite parameters at step {self.step}")
+        self._good = (self.step, host, self.data_rng.bit_generator.state, self.retries)
+        if self.checkpointer is None:
+            return None
+        path = self.checkpointer.save(self.step, host, self._metadata())
+        self._hook("ebmkit_checkpoint_saved", step=self.step, path=path)
+        return path
+
+    def restore(self, step: int | None = None) -> int:
+        """Load a checkpoint of this run (default: the latest); returns its step.
+
+        Raises:
+            CheckpointError: none exists, or it was written with another config.
+        """
+        if self.checkpointer is None:
+            raise CheckpointError("this trainer has no run_dir to restore from")
+        # Compare configs first: "you changed hidden_dims" beats a list of shapes.
+        meta = self.checkpointer.metadata(step)
+        saved = _comparable(meta.get("config_toml", ""))
+        current = _comparable(dump_config(self.config))
+        if saved != current:
+            diff = _first_difference(saved, current)
+            raise CheckpointError(
+                f"checkpoint {self.checkpointer.path(meta['step'])} was written with a different config "
+                f"({diff}); resume with the run's own config.toml or start a new --out directory"
+            )
+        state, meta = self.checkpointer.restore(jax.device_get(self.state), meta["step"])
+        self.state = jax.device_put(state)
+        self.step = int(meta["step"])
+        self.retries = int(meta.get("retries", 0))
+        self.data_rng.bit_generator.state = meta["data_rng"]
+        self._good = (self.step, jax.device_get(self.state), self.data_rng.bit_generator.state, self.retries)
+        return self.step
+
+    def _rollback(self, reason: str) -> None:
+        step, host, rng_state, _ = self._good
+        diverged_at = self.step
+        # Compound the decay: the rate in force when it diverged, not the saved one.
+        lr = get_learning_rate(self.state.opt_state)
+        self.retries += 1
+        self.state = jax.device_put(host)
+        self.step = step
+        self.data_rng.bit_generator.state = rng_state
+        new_lr = None
+        if lr is not None:
+            new_lr = lr * self.train.lr_decay_on_retry
+            self.state = self.state._replace(opt_state=set_learning_rate(self.state.opt_state, new_lr))
+        key = jax.random.fold_in(self.state.rng_key, 1000 + self.retries)
+        self.state = self.state._replace(rng_key=key)
+        self._notes.append(
+            f"near step {diverged_at}: {reason}; rolled back to step {step} with a new key"
+            + (f" and learning rate {new_lr:.3g}" if new_lr is not None else "")
+        )
+
+    # -- hooks -------------------------------------------------------------------
+
+    def _hook(self, name: str, **kwargs: Any) -> None:
+        if self._pm is None:
+            return
+        getattr(self._pm.hook, name)(**kwargs)
+
+    def _open_hooks(self, append: bool) -> None:
+        import pluggy
+
+        from ebmkit import hookspecs
+        from ebmkit.plugins import get_plugin_manager
+
+        if self.use_hooks:
+            self._pm = get_plugin_manager()
+        else:  # still fire our own built-in hooks, but no third-party ones
+            self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            self._pm.add_hookspecs(hookspecs)
+        self._writer = None
+        if self.run_dir is not None:
+            self._writer = _MetricsWriter(self.run_dir / "metrics.jsonl", append=append)
+            self._pm.register(self._writer, name=f"ebmkit.metrics_jsonl:{id(self)}")
+
+    def _close_hooks(self) -> None:
+        if self._pm is not None and self._writer is not None:
+            self._pm.unregister(self._writer)
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _batches(self, n_steps: int) -> np.ndarray:
+        b = self.train.batch_size
+        return np.stack([self.dataset.sample(self.data_rng, b) for _ in range(n_steps)])
+
+    def _log(self, pending: list[dict[str, jax.Array]], steps_per_s: float) -> dict[str, float] | None:
+        """Fetch pending metrics; returns the row, or None after a rollback."""
+        host = _as_host(pending)
+        diverged = np.concatenate([np.atleast_1d(m["diverged"]) for m in host])
+        if diverged.any():
+            first = [m for m in host if np.any(m["diverged"])][0]
+            reason = (
+                "non-finite loss or energies"
+                if not all(np.all(np.isfinite(first[k])) for k in ("loss", "real_energy_mean", "fake_energy_mean"))
+                else f"energy magnitude above {self.train.energy_bound:g}"
+            )
+            if self.retries >= self.train.max_retries:
+                raise TrainingDiverged(
+                    f"training diverged ({reason}) near step {self.step} after {self.retries} rollback(s).\n"
+                    + "\n".join(self._notes)
+                    + ("\n" if self._notes else "")
+                    + "The last good checkpoint"
+                    + (f" (step {self._good[0]}) is intact in {self.checkpointer.directory}" if self.checkpointer else " is in memory")
+                    + ".\n"
+                    + ADVICE
+                )
+            self._rollback(reason)
+            return None
+        row = {}
+        for key in host[0]:
+            if key == "diverged":
+                continue
+            row[key] = float(np.mean(np.concatenate([np.atleast_1d(m[key]) for m in host])))
+        row["steps_per_s"] = steps_per_s
+        lr = get_learning_rate(self.state.opt_state)
+        if lr is not None:
+            row["learning_rate"] = lr
+        return row
+
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train until ``train.steps``; resumes from the latest checkpoint if asked.
+
+        Raises:
+            TrainingDiverged: after ``train.max_retries`` rollbacks, with advice.
+            CheckpointError: ``resume`` with an unusable checkpoint.
+        """
+        t = self.train
+        self._notes: list[str] = []
+        resumed = False
+        if resume and self.checkpointer is not None and self.checkpointer.latest_step() is not None:
+            self.restore()
+            resumed = True
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(self.config, self.run_dir / "config.toml")
+        self._open_hooks(append=resumed)
+        error: BaseException | None = None
+        summary: dict[str, Any] = {}
+        bar = _Progress(t.steps, self.step) if self.progress else None
+        self._hook("ebmkit_run_start", config=self.config, run_dir=self.run_dir)
+        try:
+            if not resumed:
+                self.save_checkpoint()
+            spc = t.steps_per_call
+            pending: list[dict[str, jax.Array]] = []
+            timing_start, timed_steps = None, 0
+            while self.step < t.steps:
+                n = min(spc, t.steps - self.step)
+                xs = jnp.asarray(self._batches(n))
+                self.state, metrics = self._step(self.state, xs)
+                self.step += n
+                pending.append(metrics)
+                if timing_start is None:
+                    jax.block_until_ready(metrics)  # exclude compilation from the speed
+                    timing_start, timed_steps = time.perf_counter(), 0
+                else:
+                    timed_steps += n
+                at_end = self.step >= t.steps
+                if self.step % t.log_every < n or at_end:
+                    elapsed = time.perf_counter() - timing_start
+                    rate = timed_steps / elapsed if timed_steps and elapsed > 0 else float("nan")
+                    row = self._log(pending, rate)
+                    pending = []
+                    if row is None:  # rolled back
+                        continue
+                    row["step"] = self.step
+                    if t.eval_every and self.step % t.eval_every < n and not at_end:
+                        row.update(self.evaluate())
+                    self.history.append(row)
+                    self._hook("ebmkit_step_end", step=self.step, metrics={k: v for k, v in row.items() if k != "step"})
+                    if bar:
+                        bar.update(self.step, row)
+                if t.checkpoint_every and self.step % t.checkpoint_every < n and not at_end:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+            self.model.load_train_state(self.state)
+            summary = self._summary()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if bar:
+                bar.close()
+            self._hook(
+                "ebmkit_run_end", config=self.config, run_dir=self.run_dir,
+                summary=summary, error=error,
+            )
+            self._close_hooks()
+        return TrainResult(step=self.step, history=self.history, summary=summary, retries=self.retries)
+
+    # -- evaluation ----------------------------------------------------------------
+
+    def energy_fn(self) -> Callable[[Any], jax.Array]:
+        """``x -> E(x)`` with the trainer's current parameters (eval mode)."""
+        from ebmkit.model import _jitted_energy
+
+        energy = _jitted_energy(self._eval_graphdef)[0]
+        params, rest = self.state.params, self.state.rest
+        return lambda x: energy(params, rest, jnp.asarray(x, jnp.float32))
+
+    def evaluate(self) -> dict[str, float]:
+        if self.evaluate_fn is not None:
+            return dict(self.evaluate_fn(self))
+        from ebmkit.evaluate import evaluate_dataset
+
+        return evaluate_dataset(self.energy_fn(), self.dataset)
+
+    def _summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        tail = self.history[-max(1, len(self.history) // 5):]
+        summary: dict[str, Any] = {
+            "steps": self.step,
+            "energy_gap": float(np.mean([r["energy_gap"] for r in tail])) if tail else float("nan"),
+            "steps_per_s": float(np.nanmedian([r["steps_per_s"] for r in self.history])) if self.history else float("nan"),
+            "retries": self.retries,
+            "loss": last.get("loss", float("nan")),
+        }
+        summary.update(self.evaluate())
+        return summary
+
+
+class _Progress:
+    def __init__(self, total: int, start: int):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._p = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), transient=False,
+        )
+        self._p.start()
+        self._task = self._p.add_task("train", total=total, completed=start, info="")
+
+    def update(self, step: int, row: Mapping[str, float]) -> None:
+        info = (
+            f"loss {row.get('loss', math.nan):+.3f}  gap {row.get('energy_gap', math.nan):+.3f}  "
+            f"{row.get('steps_per_s', math.nan):.0f} steps/s"
+        )
+        self._p.update(self._task, completed=step, info=info)
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+def _version() -> str:
+    import ebmkit
+
+    return ebmkit.__version__
+
+
+def _comparable(toml_text: str) -> dict[str, Any]:
+    """A config as a dict, minus what may change between a run and its resume."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError:
+        return {"unreadable": toml_text}
+    train = dict(data.get("train", {}))
+    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        train.pop(key, None)
+    data["train"] = train
+    for section in data.values():
+        if isinstance(section, dict):
+            section.pop("provider", None)
+    return data
+
+
+def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in a:
+            return f"{path} is new"
+        if key not in b:
+            return f"{path} is missing"
+        if isinstance(a[key], Mapping) and isinstance(b[key], Mapping):
+            found = _first_difference(a[key], b[key], path)
+            if found:
+                return found
+        elif a[key] != b[key]:
+            return f"{path}: {a[key]!r} in the checkpoint, {b[key]!r} now"
+    return ""
