@@ -11,7 +11,7 @@ from flax import nnx
 import ebmkit
 from ebmkit.components import build_dataset
 from ebmkit.evaluate import grid_nll
-from ebmkit.model import _jitted_generate, _jitted_train_step
+from ebmkit.model import _jitted_generate
 
 SMALL = {
     "energy": {"name": "mlp", "hidden_dims": [32, 32]},

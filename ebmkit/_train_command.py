@@ -1,0 +1,49 @@
+"""``ebmkit train``: the main job on the command line."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import click
+
+__all__ = ["train_command"]
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+@click.command("train")
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set sampler.step_size=0.05 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: runs/<dataset>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Shorthand for --set train.steps=N.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when the terminal is interactive).")
+def train_command(config_file, overrides, out, resume, steps, progress):
+    """Train an EBM; writes config.toml, checkpoints/, metrics.jsonl,
+    samples.png, energy.png, curves.png and summary.json.
+
+    With no CONFIG_FILE it trains the default assembly (mlp + langevin + pcd +
+    replay) on 8gaussians.
+    """
+    from ebmkit.job import train_job
+
+    overrides = list(overrides)
+    if steps is not None:
+        overrides.append(f"train.steps={steps}")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    summary = train_job(config_file, overrides=overrides, out=out, resume=resume, progress=progress)
+    click.echo(f"run directory: {summary['run_dir']}")
+    for key in ("nll", "kl_gap", "energy_gap", "steps_per_s", "steps", "wall_time_s"):
+        if key in summary:
+            click.echo(f"  {key:<12} {_fmt(summary[key])}")
+    if summary.get("plots"):
+        click.echo(f"  plots        {', '.join(summary['plots'])}")
