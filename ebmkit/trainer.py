@@ -150,7 +150,9 @@ class Trainer:
             return jax.lax.scan(body, state, xs)
 
         self._step = jax.jit(many, donate_argnums=(0,))
-        self.state: TrainState = model.train_state()
+        # A copy: the compiled step donates its input buffers, and the model's
+        # own arrays must survive a run that fails before it writes back.
+        self.state: TrainState = jax.tree.map(jnp.copy, model.train_state())
         self.step = 0
         self.data_rng = np.random.default_rng(self.train.seed)
         self.retries = 0
