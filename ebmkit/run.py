@@ -1,0 +1,213 @@
+"""Reopen a finished (or interrupted) training run from its directory.
+
+A run directory, as :class:`~ebmkit.trainer.Trainer` writes it, holds
+``config.toml`` (the resolved config), ``checkpoints/<step>/`` and
+``metrics.jsonl``. :func:`open_run` rebuilds the data set and the model from
+the config and loads the latest checkpoint into the model, so the model can be
+sampled, evaluated and diagnosed exactly as it was when training stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from ebmkit.checkpoint import CheckpointError
+from ebmkit.config import Config, load_config
+from ebmkit.errors import EbmkitError
+
+__all__ = ["Run", "RunError", "open_run", "diagnosis_notes", "jsonable"]
+
+PathLike = str | os.PathLike[str]
+
+
+class RunError(EbmkitError):
+    """A run directory is missing or does not hold a run."""
+
+
+@attrs.define(eq=False)
+class Run:
+    """A training run reopened from disk (see :func:`open_run`).
+
+    Attributes:
+        run_dir: the directory.
+        config: the run's config (from ``config.toml``).
+        dataset: the data set the config names.
+        model: the :class:`~ebmkit.EBM` with the checkpoint's parameters,
+            optimiser state, replay buffer and key loaded.
+        trainer: a :class:`~ebmkit.trainer.Trainer` on the run (hooks off);
+            ``trainer.fit(resume=True)`` would continue training.
+        step: the training step of the loaded checkpoint.
+    """
+
+    run_dir: Path
+    config: Config
+    dataset: Any
+    model: Any
+    trainer: Any
+    step: int
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """The rows of ``metrics.jsonl`` (empty if the run logged none)."""
+        from ebmkit.viz import read_metrics
+
+        path = self.run_dir / "metrics.jsonl"
+        return read_metrics(path) if path.is_file() else []
+
+    def generate(self, n_samples: int, *, n_steps: int | None = None, seed: int = 0) -> np.ndarray:
+        """``n_samples`` fresh-chain samples as a NumPy array (reproducible by ``seed``)."""
+        import jax
+
+        x = self.model.generate(n_samples, n_steps=n_steps, rng_key=jax.random.key(seed))
+        return np.asarray(x)
+
+    def diagnose(self, *, n_samples: int = 64, n_steps: int = 100, batch_size: int = 256,
+                 seed: int = 0) -> dict[str, float]:
+        """:func:`ebmkit.evaluate.diagnose` on ``batch_size`` held-out points."""
+        import jax
+
+        from ebmkit.evaluate import diagnose
+
+        batch = self.dataset.held_out(batch_size)
+        return diagnose(self.model, batch, n_samples=n_samples, n_steps=n_steps, rng_key=jax.random.key(seed))
+
+    def evaluate(self, *, n_samples: int = 64, n_steps: int = 100, seed: int = 0) -> dict[str, Any]:
+        """The data set's standard evaluation plus the diagnostics.
+
+        Returns:
+            ``{"run_dir", "step", "evaluation": {...}, "diagnostics": {...}}``;
+            ``evaluation`` is :func:`ebmkit.evaluate.evaluate_dataset` (grid
+            NLL and KL gap for 2-D data sets, empty otherwise).
+        """
+        from ebmkit.evaluate import evaluate_dataset
+
+        return {
+            "run_dir": str(self.run_dir),
+            "step": self.step,
+            "evaluation": evaluate_dataset(self.model.energy, self.dataset),
+            "diagnostics": self.diagnose(n_samples=n_samples, n_steps=n_steps, seed=seed),
+        }
+
+    def plot_samples(self, samples: Any, path: PathLike, *, n_data: int = 2000) -> bool:
+        """Write a picture of ``samples``: over held-out data for 2-D points, a
+        grid for images. Returns ``False`` (and writes nothing) for other shapes."""
+        from ebmkit import viz
+
+        shape = tuple(self.model.event_shape)
+        samples = np.asarray(samples)
+        if shape == (2,):
+            viz.plot_samples(
+                samples, data=self.dataset.held_out(n_data), bounds=self.dataset.bounds, path=path,
+                title=f"{len(samples)} samples at step {self.step} ({getattr(self.dataset, 'name', '')})",
+            )
+            return True
+        if len(shape) == 3 and shape[-1] in (1, 3):
+            value_range = self.dataset.bounds if self.dataset.bounds is not None else (-1.0, 1.0)
+            viz.save_image_grid(samples, path, value_range=value_range)
+            return True
+        return False
+
+
+def open_run(run_dir: PathLike, *, step: int | None = None) -> Run:
+    """Rebuild the data set and model of a run and load its checkpoint.
+
+    Args:
+        run_dir: a directory written by :class:`~ebmkit.trainer.Trainer`
+            (``ebmkit train --out``).
+        step: the checkpoint to load (default: the latest).
+
+    Raises:
+        RunError: the directory or its ``config.toml`` is missing, or the data
+            set cannot be built.
+        ConfigError: ``config.toml`` is invalid.
+        CheckpointError: no checkpoint, an unreadable one, or one that does not
+            fit the config.
+    """
+    from ebmkit.components import build_dataset, spec_for
+    from ebmkit.model import EBM
+    from ebmkit.trainer import Trainer
+
+    path = Path(run_dir)
+    if not path.exists():
+        raise RunError(f"run directory {path} does not exist")
+    if not path.is_dir():
+        raise RunError(f"{path} is not a directory; pass the run directory (the one holding config.toml)")
+    config_path = path / "config.toml"
+    if not config_path.is_file():
+        raise RunError(
+            f"{path} has no config.toml, so it is not a run directory "
+            "(one written by `ebmkit train --out DIR` or Trainer(run_dir=DIR))"
+        )
+    config = load_config(config_path)
+    checkpoints = path / "checkpoints"
+    # Check before the Trainer exists: its checkpointer would create the folder.
+    if not checkpoints.is_dir() or not any(checkpoints.iterdir()):
+        raise CheckpointError(f"no checkpoint in {checkpoints}; was the run stopped before its first save?")
+    try:
+        dataset = build_dataset(config.dataset)
+    except ImportError as exc:  # an optional dependency of the data set (e.g. scikit-learn)
+        name = spec_for(config.dataset).name
+        raise RunError(f"cannot build the data set {name!r} of {config_path}: {exc}") from exc
+    model = EBM(config, event_shape=dataset.event_shape, data_bounds=dataset.bounds)
+    trainer = Trainer(model, dataset, run_dir=path, hooks=False)
+    loaded = trainer.restore(step)
+    model.load_train_state(trainer.state)
+    return Run(run_dir=path, config=config, dataset=dataset, model=model, trainer=trainer, step=loaded)
+
+
+def diagnosis_notes(report: dict[str, float], bounds: tuple[float, float] | None = None) -> list[tuple[str, str, str]]:
+    """``(quantity, value, verdict)`` rows that explain a :func:`~ebmkit.evaluate.diagnose` report."""
+    gap = report["energy_gap"]
+    drop = report["mcmc_decrease"]
+    low, high = report["sample_min"], report["sample_max"]
+    rows = [
+        ("real energy (data)", f"{report['real_energy']:.4g}", ""),
+        ("fake energy (samples)", f"{report['fake_energy']:.4g}", ""),
+        (
+            "energy gap (fake - real)",
+            f"{gap:+.4g}",
+            "ok: samples sit higher than data" if gap > 0
+            else "check: samples reach lower energy than data (sampler too strong or model collapsed)",
+        ),
+        (
+            "MCMC energy decrease",
+            f"{drop:+.4g}",
+            "ok: chains move downhill" if drop > 0
+            else "check: chains do not lower the energy (step size? energy too flat?)",
+        ),
+        (
+            "buffer usage",
+            f"{report['buffer_usage']:.0%}",
+            "filled slots of the replay buffer; grows towards 100% under PCD",
+        ),
+    ]
+    if bounds is not None:
+        inside = bounds[0] <= low and high <= bounds[1]
+        verdict = (f"ok: inside the data bounds [{bounds[0]:g}, {bounds[1]:g}]" if inside
+                   else f"check: leaves the data bounds [{bounds[0]:g}, {bounds[1]:g}]")
+    else:
+        verdict = ""
+    rows.append(("sample range", f"[{low:.4g}, {high:.4g}]", verdict))
+    bad = report.get("non_finite_fraction", 0.0)
+    rows.append(("non-finite chains", f"{bad:.0%}", "ok" if bad == 0 else "check: NaN/inf in the chains"))
+    return rows
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with NumPy scalars as Python numbers and NaN/inf as ``None`` (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
