@@ -15,7 +15,8 @@ import pytest
 
 from ebmkit import registry
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 
 
@@ -57,7 +58,7 @@ def runnable_python(text: str) -> list[Block]:
 
 def run_markdown(path: Path) -> dict:
     """Exec the page's runnable python blocks in order; returns the namespace."""
-    namespace: dict = {"__name__": "docs." + ".".join(path.relative_to(DOCS).with_suffix("").parts)}
+    namespace: dict = {"__name__": "docs." + ".".join(path.relative_to(ROOT).with_suffix("").parts)}
     for block in runnable_python(path.read_text(encoding="utf-8")):
         # Pad so tracebacks point at the markdown file's own line numbers.
         code = compile("\n" * (block.line - 1) + block.code, str(path), "exec")
@@ -65,7 +66,9 @@ def run_markdown(path: Path) -> dict:
     return namespace
 
 
-PAGES = sorted(p for p in DOCS.rglob("*.md") if runnable_python(p.read_text(encoding="utf-8")))
+PAGES = sorted(
+    p for p in [ROOT / "README.md", *DOCS.rglob("*.md")] if runnable_python(p.read_text(encoding="utf-8"))
+)
 
 
 def _local_names() -> dict[str, set[str]]:
@@ -86,7 +89,7 @@ def restore_registries():
     registry.invalidate_caches()
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
 def test_doc_examples_run(page, restore_registries, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     run_markdown(page)
