@@ -27,7 +27,22 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 # `ebmkit plugins` and config validation start fast.
 _LAZY = {
     "assemble": "ebmkit.assemble",
-    "diagnose": "ebmkit.evaluate",
+    **{
+        name: "ebmkit.evaluate"
+        for name in (
+            "diagnose",
+    "grid_nll",
+    "GridNLL",
+    "ais_log_z",
+    "reverse_ais_log_z",
+    "AISResult",
+    "mmd",
+    "frechet_distance",
+    "label_entropy",
+    "nearest_neighbour_distance", "grid_nll", "GridNLL", "ais_log_z", "reverse_ais_log_z", "AISResult", "mmd",
+            "frechet_distance", "label_entropy", "nearest_neighbour_distance",
+        )
+    },
     "EBM": "ebmkit.model",
     "DeepEBM": "ebmkit.model",
     "TrainState": "ebmkit.model",
@@ -93,6 +108,15 @@ __all__ = [
     "create_mnist_ebm",
     "create_simple_ebm",
     "diagnose",
+    "grid_nll",
+    "GridNLL",
+    "ais_log_z",
+    "reverse_ais_log_z",
+    "AISResult",
+    "mmd",
+    "frechet_distance",
+    "label_entropy",
+    "nearest_neighbour_distance",
     "dump_config",
     "get_spec",
     "load_config",

@@ -72,7 +72,9 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 
     The test part has ``round(test_fraction * n)`` indices, at least one, and
     leaves at least one for training. The same ``(n, test_fraction, seed)``
-    always gives the same split.
+    always gives the same split. Both parts stay in shuffled order, so any
+    prefix (``held_out(n)``) is a random subset even when the source file is
+    sorted, e.g. by class.
 
     Raises:
         ValueError: ``n < 2``.
@@ -81,7 +83,7 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
         raise ValueError(f"need at least 2 samples to split into train and test, got {n}")
     n_test = min(max(1, round(test_fraction * n)), n - 1)
     perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+    return perm[n_test:], perm[:n_test]
 
 
 @config_class
