@@ -1,0 +1,144 @@
+"""Learning quality on the six FFJORD 2-D toys: the KL gap against the truth.
+
+For each toy, the recipe in ``examples/<toy>.toml`` is trained from three seeds
+through the public Trainer. The score is the KL gap = exact grid NLL on 20,000
+held-out points (a fixed seed) − the toy's true differential entropy, in nats,
+with the grid's edge mass and quadrature error so that a box cutting off mass
+cannot flatter the number.
+
+    python -m benchmarks.quality                 # all toys, 3 seeds each
+    python -m benchmarks.quality --toys rings --seeds 0
+
+Prints JSON (one object per run, then a summary) and a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+ROOT = Path(__file__).resolve().parents[1]
+TOYS = ("8gaussians", "2spirals", "checkerboard", "rings", "moons", "pinwheel")
+TARGET = 0.05  # nats, mean over seeds
+BUDGET_S = 300.0  # training wall time per toy and seed on 2 CPU cores
+
+
+def run_toy(name: str, seconds: float | None = None, *, seed: int = 0, overrides: list[str] | None = None) -> dict:
+    """Train ``examples/<name>.toml`` once and score it.
+
+    Args:
+        name: a toy data set name.
+        seconds: if set, cap ``train.steps`` so that training fits in about this
+            many seconds (from a short timing run); the quick benchmark uses it.
+        seed: ``train.seed``.
+        overrides: extra ``--set`` strings.
+    """
+    import ebmkit
+    from ebmkit.components import build_dataset
+    from ebmkit.trainer import Trainer
+
+    sets = [f"train.seed={seed}", "train.checkpoint_every=0", *(overrides or [])]
+    config = ebmkit.load_config(ROOT / "examples" / f"{name}.toml", overrides=sets)
+    if seconds is not None:
+        steps = _steps_for(config, seconds)
+        if steps < config.train.steps:
+            config = ebmkit.load_config(config, overrides=[f"train.steps={steps}", f"train.log_every={max(1, steps // 10)}"])
+    dataset = build_dataset(config.dataset)
+    model = ebmkit.EBM(config, event_shape=dataset.event_shape, data_bounds=dataset.bounds)
+    start = time.perf_counter()
+    result = Trainer(model, dataset, hooks=False).fit()
+    wall = time.perf_counter() - start
+    s = result.summary
+    return {
+        "toy": name,
+        "seed": seed,
+        "steps": result.step,
+        "kl_gap": s["kl_gap"],
+        "nll": s["nll"],
+        "entropy": s["entropy"],
+        "edge_mass": s["edge_mass"],
+        "grid_error": s["grid_error"],
+        "steps_per_s": s["steps_per_s"],
+        "wall_s": wall,
+    }
+
+
+def _steps_for(config, seconds: float) -> int:
+    """Steps that fit in ``seconds``, from the measured speed of 50 steps."""
+    import ebmkit
+    from ebmkit.components import build_dataset
+    from ebmkit.trainer import Trainer
+
+    probe = ebmkit.load_config(config, overrides=["train.steps=60", "train.log_every=20"])
+    dataset = build_dataset(probe.dataset)
+    model = ebmkit.EBM(probe, event_shape=dataset.event_shape, data_bounds=dataset.bounds)
+    trainer = Trainer(model, dataset, hooks=False)
+    trainer.fit()
+    rate = trainer.history[-1]["steps_per_s"]
+    return max(100, int(rate * seconds * 0.9))
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    for toy in dict.fromkeys(r["toy"] for r in rows):
+        mine = [r for r in rows if r["toy"] == toy]
+        gaps = [r["kl_gap"] for r in mine]
+        out.append(
+            {
+                "toy": toy,
+                "seeds": len(mine),
+                "kl_gap_mean": statistics.fmean(gaps),
+                "kl_gap_std": statistics.stdev(gaps) if len(gaps) > 1 else 0.0,
+                "edge_mass_max": max(r["edge_mass"] for r in mine),
+                "grid_error_max": max(r["grid_error"] for r in mine),
+                "wall_s_mean": statistics.fmean(r["wall_s"] for r in mine),
+                "steps": mine[0]["steps"],
+                "entropy": mine[0]["entropy"],
+                "meets_target": statistics.fmean(gaps) <= TARGET and max(r["wall_s"] for r in mine) <= BUDGET_S,
+            }
+        )
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    lines = [
+        "| toy | entropy (nats) | KL gap mean ± std | edge mass (max) | grid error (max) | steps | wall s (mean) | ≤ 0.05 in 5 min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['toy']} | {s['entropy']:.4f} | {s['kl_gap_mean']:.3f} ± {s['kl_gap_std']:.3f} | "
+            f"{s['edge_mass_max']:.1e} | {s['grid_error_max']:.1e} | {s['steps']} | {s['wall_s_mean']:.0f} | "
+            f"{'yes' if s['meets_target'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--toys", default=",".join(TOYS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seconds", type=float, default=None, help="cap training time per run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    rows = []
+    for toy in args.toys.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            row = run_toy(toy, args.seconds, seed=seed, overrides=args.overrides)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    summary = summarise(rows)
+    print(json.dumps({"summary": summary}))
+    print(markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
