@@ -10,6 +10,12 @@ import click
 __all__ = ["train_command"]
 
 
+def _is_main_process() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "n/a" if not math.isfinite(value) else f"{value:.4g}"
@@ -26,23 +32,38 @@ def _fmt(value: object) -> str:
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Shorthand for --set train.steps=N.")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when the terminal is interactive).")
-def train_command(config_file, overrides, out, resume, steps, progress):
+@click.option("--devices", type=click.IntRange(min=1), default=None,
+              help="Train data-parallel on N devices (shorthand for --set distributed.devices=N).")
+@click.option("--mesh", default=None, metavar="data=N",
+              help="The device mesh, e.g. data=4 (the same as --devices 4).")
+def train_command(config_file, overrides, out, resume, steps, progress, devices, mesh):
     """Train an EBM; writes config.toml, checkpoints/, metrics.jsonl,
     samples.png, energy.png, curves.png and summary.json.
 
     With no CONFIG_FILE it trains the default assembly (mlp + langevin + pcd +
     replay) on 8gaussians.
+
+    Several devices: --devices N splits the batch and the replay buffer over N
+    devices (on CPU, start with XLA_FLAGS=--xla_force_host_platform_device_count=N).
+    Several hosts: start one process per host with JAX_COORDINATOR_ADDRESS,
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID set (see docs/distributed.md).
     """
     from ebmkit.job import train_job
 
     overrides = list(overrides)
     if steps is not None:
         overrides.append(f"train.steps={steps}")
+    if devices is not None:
+        overrides.append(f"distributed.devices={devices}")
+    if mesh is not None:
+        overrides.append(f'distributed.mesh="{mesh}"')
     if progress is None:
         progress = sys.stderr.isatty()
     summary = train_job(config_file, overrides=overrides, out=out, resume=resume, progress=progress)
+    if not _is_main_process():
+        return  # another process of a multi-process run: process 0 reports
     click.echo(f"run directory: {summary['run_dir']}")
-    for key in ("nll", "kl_gap", "energy_gap", "steps_per_s", "steps", "wall_time_s"):
+    for key in ("nll", "kl_gap", "energy_gap", "steps_per_s", "steps", "devices", "wall_time_s"):
         if key in summary:
             click.echo(f"  {key:<12} {_fmt(summary[key])}")
     if summary.get("plots"):

@@ -9,6 +9,11 @@ and the learning rate in force.
 Saves are synchronous and atomic (orbax writes to a temporary directory and
 renames it on success), so a process killed mid-save leaves the previous
 checkpoint readable. The last ``keep`` checkpoints are kept.
+
+Sharded state (data-parallel runs, :mod:`ebmkit.distributed`) is written by
+orbax shard by shard, by every process for its own devices, and the files hold
+the *global* arrays: a checkpoint is independent of the mesh that wrote it and
+restores into any layout the template asks for (4 devices, 2, or one).
 """
 
 from __future__ import annotations
@@ -48,18 +53,31 @@ def _is_key(x: Any) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def flatten_state(tree: Any) -> dict[str, np.ndarray]:
-    """``{"a/b/c": numpy array}``; typed PRNG keys become their raw key data."""
+def _is_sharded(x: Any) -> bool:
+    return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
+def flatten_state(tree: Any, *, keep_sharded: bool = False) -> dict[str, Any]:
+    """``{"a/b/c": numpy array}``; typed PRNG keys become their raw key data.
+
+    Args:
+        tree: the state.
+        keep_sharded: leave arrays that span several devices as ``jax.Array``
+            (orbax writes them shard by shard; nothing is gathered).
+    """
     flat = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if _is_key(leaf):
             leaf = jax.random.key_data(leaf)
-        flat[_path_str(path)] = np.asarray(leaf)
+        flat[_path_str(path)] = leaf if keep_sharded and _is_sharded(leaf) else np.asarray(leaf)
     return flat
 
 
 def unflatten_state(flat: Mapping[str, Any], template: Any, *, where: str = "checkpoint") -> Any:
     """Rebuild ``template``'s structure from ``flat``, checking every leaf.
+
+    ``flat`` may hold arrays or anything with ``shape`` and ``dtype`` (orbax
+    metadata), which are checked without reading data.
 
     Raises:
         CheckpointError: listing missing or extra entries and shape or dtype
@@ -77,16 +95,21 @@ def unflatten_state(flat: Mapping[str, Any], template: Any, *, where: str = "che
         if key not in flat:
             problems.append(f"missing {key} (the model has shape {tuple(np.shape(ref))})")
             continue
-        value = np.asarray(flat[key])
+        value = flat[key]
+        if not (isinstance(value, jax.Array) or hasattr(value, "shape") and hasattr(value, "dtype")):
+            value = np.asarray(value)
         if tuple(value.shape) != tuple(np.shape(ref)):
             problems.append(f"{key}: shape {tuple(value.shape)} in the checkpoint, {tuple(np.shape(ref))} in the model")
             continue
-        if value.dtype != np.asarray(ref).dtype:
-            problems.append(f"{key}: dtype {value.dtype} in the checkpoint, {np.asarray(ref).dtype} in the model")
+        if np.dtype(value.dtype) != np.dtype(ref.dtype):
+            problems.append(f"{key}: dtype {np.dtype(value.dtype)} in the checkpoint, {np.dtype(ref.dtype)} in the model")
+            continue
+        if not isinstance(value, (jax.Array, np.ndarray, np.generic)):
+            out.append(value)  # metadata only: the caller checks, then reads
             continue
         if want_key:
             value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
-        out.append(jax.numpy.asarray(value))
+        out.append(value if isinstance(value, jax.Array) else jax.numpy.asarray(value))
     extra = sorted(set(flat) - expected)
     if extra:
         problems.append(f"entries the model does not have: {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else ""))
@@ -97,6 +120,18 @@ def unflatten_state(flat: Mapping[str, Any], template: Any, *, where: str = "che
             + "\n(was it written by a run with another config? compare its config.toml)"
         )
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _restore_target(template: Any) -> dict[str, Any]:
+    """What orbax should build for each flat entry of ``template``."""
+    target = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]:
+        data = jax.random.key_data(leaf) if _is_key(leaf) else leaf
+        if isinstance(data, jax.Array):
+            target[_path_str(path)] = jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=data.sharding)
+        else:
+            target[_path_str(path)] = np.asarray(data)
+    return target
 
 
 class Checkpointer:
@@ -114,7 +149,12 @@ class Checkpointer:
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
+            # Naming both items' handlers lets a metadata-only read skip the
+            # state without orbax warning that it "could not be restored".
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+            )
 
     def steps(self) -> list[int]:
         self._manager.reload()
@@ -128,9 +168,17 @@ class Checkpointer:
         return self.directory / str(step)
 
     def save(self, step: int, state: Any, metadata: Mapping[str, Any]) -> Path:
-        """Write ``state`` and ``metadata`` (JSON-able) as checkpoint ``step``."""
+        """Write ``state`` and ``metadata`` (JSON-able) as checkpoint ``step``.
+
+        Arrays spread over several devices are written shard by shard (every
+        process of a multi-process run must call this); others are fetched.
+        """
         ocp = self._ocp
-        flat = flatten_state(jax.device_get(state))
+        leaves = jax.tree.leaves(state)
+        if any(_is_sharded(x) for x in leaves):
+            flat = flatten_state(state, keep_sharded=True)
+        else:
+            flat = flatten_state(jax.device_get(state))
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -153,16 +201,26 @@ class Checkpointer:
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """The state (shaped like ``template``) and metadata of ``step`` (default: latest).
 
+        Each leaf comes back as the template's leaf is: a NumPy array for a
+        host template, a ``jax.Array`` with the template's sharding for a
+        device template (so a run saved on 4 devices restores onto 1, or the
+        reverse, by asking for that layout).
+
         Raises:
             CheckpointError: none exists, it is unreadable, or it does not fit.
         """
         step = self._resolve(step)
         ocp = self._ocp
         where = f"checkpoint {self.path(step)}"
+        stored = self._stored_shapes(step)
+        if stored is not None:  # say "shape (8,) vs (16,)" before orbax says it worse
+            unflatten_state(stored, template, where=where)
         try:
             restored = self._manager.restore(
                 step,
-                args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_restore_target(template)), meta=ocp.args.JsonRestore()
+                ),
             )
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(
@@ -171,6 +229,17 @@ class Checkpointer:
             ) from exc
         state = unflatten_state(restored["state"], template, where=where)
         return state, dict(restored["meta"])
+
+    def _stored_shapes(self, step: int) -> dict[str, Any] | None:
+        try:
+            meta = self._manager.item_metadata(step)
+            tree = meta["state"]
+            tree = getattr(tree, "tree", tree)
+            if not isinstance(tree, Mapping) or not all(hasattr(v, "shape") and hasattr(v, "dtype") for v in tree.values()):
+                return None
+            return dict(tree)
+        except Exception:  # noqa: BLE001 - no metadata: orbax's own errors then apply
+            return None
 
     def _resolve(self, step: int | None) -> int:
         steps = self.steps()

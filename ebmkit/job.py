@@ -19,6 +19,7 @@ import numpy as np
 
 from ebmkit.components import build_dataset
 from ebmkit.config import Config, load_config
+from ebmkit.distributed import initialize as initialize_distributed
 from ebmkit.errors import EbmkitError
 from ebmkit.model import EBM
 from ebmkit.trainer import Trainer, TrainResult
@@ -64,10 +65,16 @@ def train_job(
     Returns:
         The summary (also written to ``summary.json``).
 
+    Data-parallel runs (``[distributed]``, docs/distributed.md) start the
+    multi-process runtime here when asked, before JAX touches a device; every
+    process trains, only process 0 writes plots and ``summary.json``.
+
     Raises:
         RunDirectoryError: ``out`` holds a run and ``resume`` is off.
+        ShardingError: the run cannot be split over the requested devices.
     """
     cfg = config if isinstance(config, Config) and not overrides else load_config(config, overrides=overrides)
+    initialize_distributed(cfg.distributed)
     run_dir = Path(out) if out is not None else _default_out(cfg)
     ckpt_dir = run_dir / "checkpoints"
     has_run = ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
@@ -86,6 +93,8 @@ def train_job(
     summary.update(result.summary)
     summary["wall_time_s"] = time.perf_counter() - started
     summary["run_dir"] = str(run_dir)
+    if not trainer.is_main_process:
+        return summary
     if plots:
         summary["plots"] = write_artifacts(model, dataset, result, run_dir)
     with open(run_dir / "summary.json", "w", encoding="utf-8") as fh:

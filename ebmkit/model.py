@@ -129,6 +129,7 @@ def make_train_step(
     tx: optax.GradientTransformation,
     num_steps: int,
     tunables: Mapping[str, Any] | None = None,
+    axis_name: str | None = None,
 ):
     """The pure training step ``(state, x_pos) -> (state, metrics)``.
 
@@ -140,6 +141,9 @@ def make_train_step(
         tx: the optax transformation.
         num_steps: MCMC steps per update (static).
         tunables: the sampler's numeric settings (default: its own).
+        axis_name: the mesh axis of data-parallel training (see
+            :mod:`ebmkit.distributed`); gradients and metrics are averaged over
+            it. ``None`` (default) for a step that sees the whole batch.
 
     Returns:
         An un-jitted pure function; wrap it in ``jax.jit`` (or scan it).
@@ -178,13 +182,30 @@ def make_train_step(
         (_, (metrics, buffer_state, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(
             state.params
         )
+        if axis_name is not None:
+            # Each device saw an equal slice of the batch: the mean of the local
+            # gradients is the gradient of the global-batch loss, and every
+            # device then applies the same update to its copy of the parameters.
+            grads = jax.lax.pmean(grads, axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics)
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        if axis_name is not None:
+            metrics = {k: _mean_over(v, axis_name) for k, v in metrics.items()}
+        metrics["grad_norm"] = optax.tree.norm(grads)  # of the averaged gradient
         return TrainState(params, rest, opt_state, buffer_state, key), metrics
 
     return step
+
+
+def _mean_over(value: jax.Array, axis_name: str) -> jax.Array:
+    """A metric averaged over the devices (flags: true on any device)."""
+    value = jnp.asarray(value)
+    if value.dtype == jnp.bool_:
+        return jax.lax.pmax(value, axis_name)
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        value = value.astype(jnp.float32)
+    return jax.lax.pmean(value, axis_name)
 
 
 @functools.lru_cache(maxsize=32)

@@ -10,6 +10,11 @@ hooks fire.
 Determinism: parameters, MCMC keys and the data order all derive from
 ``train.seed``; a run stopped after step k and resumed from its checkpoint
 reproduces the uninterrupted run bit for bit.
+
+Data parallel: with ``[distributed] devices = N`` (or a
+:class:`~ebmkit.distributed.DataParallel` passed in) the same step runs under
+``shard_map`` on a mesh of N devices; the batch and the replay buffer are
+split across them and only process 0 reports (see :mod:`ebmkit.distributed`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 
 from ebmkit.checkpoint import Checkpointer, CheckpointError
 from ebmkit.config import Config, dump_config
+from ebmkit.distributed import AXIS, DataParallel, data_parallel_step
 from ebmkit.errors import EbmkitError
 from ebmkit.model import EBM, TrainState, make_train_step
 from ebmkit.optim import get_learning_rate, set_learning_rate
@@ -102,6 +108,11 @@ class Trainer:
         evaluate: ``evaluate(trainer) -> dict`` run every ``eval_every`` steps
             and at the end; default: exact grid NLL for 2-D data sets.
         hooks: fire the ``ebmkit.plugins`` host hooks.
+        parallel: train data-parallel on this mesh; default: the one
+            ``config.distributed`` asks for (none: one device, no mesh).
+
+    Raises:
+        ShardingError: the batch or the buffer cannot be split over the mesh.
     """
 
     def __init__(
@@ -113,6 +124,7 @@ class Trainer:
         progress: bool = False,
         evaluate: Callable[[Trainer], dict[str, float]] | None = None,
         hooks: bool = True,
+        parallel: DataParallel | None = None,
     ):
         self.model = model
         self.dataset = dataset
@@ -132,12 +144,22 @@ class Trainer:
             if self.run_dir is not None
             else None
         )
+        self.parallel = parallel if parallel is not None else DataParallel.from_config(self.config.distributed)
+        # A copy: the compiled step donates its input buffers, and the model's
+        # own arrays must survive a run that fails before it writes back.
+        state: TrainState = jax.tree.map(jnp.copy, model.train_state())
+        buffer = model._buffer
+        if self.parallel is not None:
+            self.parallel.check(batch_size=self.train.batch_size, buffer=buffer, buffer_state=state.buffer_state)
+            buffer = self.parallel.local_buffer(buffer)
         graphdef, eval_graphdef = model._graphdefs()
         self._eval_graphdef = eval_graphdef
         step = make_train_step(
-            graphdef, eval_graphdef, sampler=model.sampler, loss=model.loss_fn, buffer=model._buffer,
-            tx=model._tx, num_steps=model.num_steps,
+            graphdef, eval_graphdef, sampler=model.sampler, loss=model.loss_fn, buffer=buffer,
+            tx=model._tx, num_steps=model.num_steps, axis_name=AXIS if self.parallel is not None else None,
         )
+        if self.parallel is not None:
+            step = data_parallel_step(step)
         bound = self.train.energy_bound
 
         def many(state: TrainState, xs: jax.Array):
@@ -149,20 +171,30 @@ class Trainer:
 
             return jax.lax.scan(body, state, xs)
 
-        self._step = jax.jit(many, donate_argnums=(0,))
-        # A copy: the compiled step donates its input buffers, and the model's
-        # own arrays must survive a run that fails before it writes back.
-        self.state: TrainState = jax.tree.map(jnp.copy, model.train_state())
+        #: The per-device program (what runs under shard_map); for references.
+        self.local_program = many
+        if self.parallel is None:
+            self._step = jax.jit(many, donate_argnums=(0,))
+            self.state: TrainState = state
+        else:
+            self.state = self.parallel.put_state(state)
+            self._step = self.parallel.compile(many, self.state)
         self.step = 0
-        self.data_rng = np.random.default_rng(self.train.seed)
+        seed = self.train.seed if self.parallel is None else self.parallel.data_seed(self.train.seed)
+        self.data_rng = np.random.default_rng(seed)
         self.retries = 0
         self.history: list[dict[str, float]] = []
         self._pm = None
 
     # -- state -------------------------------------------------------------------
 
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process reports (metrics, hooks, progress, files)."""
+        return self.parallel is None or self.parallel.is_main_process
+
     def _metadata(self) -> dict[str, Any]:
-        return {
+        meta = {
             "step": self.step,
             "config_toml": dump_config(self.config),
             "data_rng": self.data_rng.bit_generator.state,
@@ -170,16 +202,33 @@ class Trainer:
             "learning_rate": get_learning_rate(self.state.opt_state),
             "ebmkit_version": _version(),
         }
+        if self.parallel is not None:
+            meta["devices"] = self.parallel.num_devices
+            meta["processes"] = self.parallel.process_count
+            if self.parallel.process_count > 1:
+                # Each process reads its own data stream; all of them must resume.
+                meta["data_rng_per_process"] = self.parallel.allgather_json(self.data_rng.bit_generator.state)
+        return meta
+
+    def _snapshot(self) -> Any:
+        if self.parallel is None:
+            return jax.device_get(self.state)
+        return self.parallel.snapshot(self.state)
 
     def save_checkpoint(self) -> Path | None:
         """Save the current state (only if it is finite: never a NaN on disk)."""
-        host = jax.device_get(self.state)
-        if not _finite_tree(host.params):
+        if self.parallel is None:
+            snapshot = saved = jax.device_get(self.state)
+            finite = _finite_tree(snapshot.params)
+        else:  # orbax writes the shards where they are; the snapshot is this process's
+            finite = self.parallel.all_finite(self.state.params)
+            snapshot, saved = self.parallel.snapshot(self.state) if finite else None, self.state
+        if not finite:
             raise TrainingDiverged(f"refusing to checkpoint non-finite parameters at step {self.step}")
-        self._good = (self.step, host, self.data_rng.bit_generator.state, self.retries)
+        self._good = (self.step, snapshot, self.data_rng.bit_generator.state, self.retries)
         if self.checkpointer is None:
             return None
-        path = self.checkpointer.save(self.step, host, self._metadata())
+        path = self.checkpointer.save(self.step, saved, self._metadata())
         self._hook("ebmkit_checkpoint_saved", step=self.step, path=path)
         return path
 
@@ -201,13 +250,31 @@ class Trainer:
                 f"checkpoint {self.checkpointer.path(meta['step'])} was written with a different config "
                 f"({diff}); resume with the run's own config.toml or start a new --out directory"
             )
-        state, meta = self.checkpointer.restore(jax.device_get(self.state), meta["step"])
-        self.state = jax.device_put(state)
+        if self.parallel is None:
+            state, meta = self.checkpointer.restore(jax.device_get(self.state), meta["step"])
+            self.state = jax.device_put(state)
+        else:
+            # Restored straight into this mesh's layout, whatever mesh saved it.
+            state, meta = self.checkpointer.restore(self.state, meta["step"])
+            self.state = self.parallel.put_state(state)
         self.step = int(meta["step"])
         self.retries = int(meta.get("retries", 0))
-        self.data_rng.bit_generator.state = meta["data_rng"]
-        self._good = (self.step, jax.device_get(self.state), self.data_rng.bit_generator.state, self.retries)
+        self._restore_data_rng(meta)
+        self._good = (self.step, self._snapshot(), self.data_rng.bit_generator.state, self.retries)
         return self.step
+
+    def _restore_data_rng(self, meta: Mapping[str, Any]) -> None:
+        processes = 1 if self.parallel is None else self.parallel.process_count
+        if processes == 1:
+            self.data_rng.bit_generator.state = meta["data_rng"]
+            return
+        per_process = meta.get("data_rng_per_process") or []
+        if len(per_process) == processes:
+            self.data_rng.bit_generator.state = per_process[self.parallel.process_index]
+        else:
+            # Another process layout saved it: the data order cannot continue as
+            # it was; start a fresh, still deterministic, stream per process.
+            self.data_rng = np.random.default_rng((self.train.seed, self.parallel.process_index, self.step))
 
     def _rollback(self, reason: str) -> None:
         step, host, rng_state, _ = self._good
@@ -215,7 +282,7 @@ class Trainer:
         # Compound the decay: the rate in force when it diverged, not the saved one.
         lr = get_learning_rate(self.state.opt_state)
         self.retries += 1
-        self.state = jax.device_put(host)
+        self.state = jax.device_put(host) if self.parallel is None else self.parallel.restore_snapshot(host)
         self.step = step
         self.data_rng.bit_generator.state = rng_state
         new_lr = None
@@ -224,6 +291,8 @@ class Trainer:
             self.state = self.state._replace(opt_state=set_learning_rate(self.state.opt_state, new_lr))
         key = jax.random.fold_in(self.state.rng_key, 1000 + self.retries)
         self.state = self.state._replace(rng_key=key)
+        if self.parallel is not None:
+            self.state = self.parallel.put_state(self.state)
         self._notes.append(
             f"near step {diverged_at}: {reason}; rolled back to step {step} with a new key"
             + (f" and learning rate {new_lr:.3g}" if new_lr is not None else "")
@@ -242,6 +311,10 @@ class Trainer:
         from ebmkit import hookspecs
         from ebmkit.plugins import get_plugin_manager
 
+        self._writer = None
+        if not self.is_main_process:  # one report per run: process 0's
+            self._pm = None
+            return
         if self.use_hooks:
             self._pm = get_plugin_manager()
         else:  # still fire our own built-in hooks, but no third-party ones
@@ -259,8 +332,14 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------
 
     def _batches(self, n_steps: int) -> np.ndarray:
-        b = self.train.batch_size
+        """``[n_steps, batch, ...]`` from the data stream; with several
+        processes, this process's share of each batch."""
+        b = self.train.batch_size if self.parallel is None else self.parallel.local_batch_size(self.train.batch_size)
         return np.stack([self.dataset.sample(self.data_rng, b) for _ in range(n_steps)])
+
+    def _device_batches(self, n_steps: int) -> jax.Array:
+        host = self._batches(n_steps)
+        return jnp.asarray(host) if self.parallel is None else self.parallel.put_batches(host)
 
     def _log(self, pending: list[dict[str, jax.Array]], steps_per_s: float) -> dict[str, float] | None:
         """Fetch pending metrics; returns the row, or None after a rollback."""
@@ -309,13 +388,13 @@ class Trainer:
         if resume and self.checkpointer is not None and self.checkpointer.latest_step() is not None:
             self.restore()
             resumed = True
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(self.config, self.run_dir / "config.toml")
         self._open_hooks(append=resumed)
         error: BaseException | None = None
         summary: dict[str, Any] = {}
-        bar = _Progress(t.steps, self.step) if self.progress else None
+        bar = _Progress(t.steps, self.step) if self.progress and self.is_main_process else None
         self._hook("ebmkit_run_start", config=self.config, run_dir=self.run_dir)
         try:
             if not resumed:
@@ -325,7 +404,7 @@ class Trainer:
             timing_start, timed_steps = None, 0
             while self.step < t.steps:
                 n = min(spc, t.steps - self.step)
-                xs = jnp.asarray(self._batches(n))
+                xs = self._device_batches(n)
                 self.state, metrics = self._step(self.state, xs)
                 self.step += n
                 pending.append(metrics)
@@ -352,7 +431,7 @@ class Trainer:
                 if t.checkpoint_every and self.step % t.checkpoint_every < n and not at_end:
                     self.save_checkpoint()
             self.save_checkpoint()
-            self.model.load_train_state(self.state)
+            self.model.load_train_state(self.state if self.parallel is None else self.parallel.to_local(self.state))
             summary = self._summary()
         except BaseException as exc:
             error = exc
@@ -375,6 +454,8 @@ class Trainer:
 
         energy = _jitted_energy(self._eval_graphdef)[0]
         params, rest = self.state.params, self.state.rest
+        if self.parallel is not None:  # replicated: a local copy, no communication
+            params, rest = self.parallel.to_local((params, rest))
         return lambda x: energy(params, rest, jnp.asarray(x, jnp.float32))
 
     def evaluate(self) -> dict[str, float]:
@@ -393,6 +474,7 @@ class Trainer:
             "steps_per_s": float(np.nanmedian([r["steps_per_s"] for r in self.history])) if self.history else float("nan"),
             "retries": self.retries,
             "loss": last.get("loss", float("nan")),
+            "devices": 1 if self.parallel is None else self.parallel.num_devices,
         }
         summary.update(self.evaluate())
         return summary
@@ -444,6 +526,8 @@ def _comparable(toml_text: str) -> dict[str, Any]:
     for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
         train.pop(key, None)
     data["train"] = train
+    # A run may resume on another number of devices or processes.
+    data.pop("distributed", None)
     for section in data.values():
         if isinstance(section, dict):
             section.pop("provider", None)

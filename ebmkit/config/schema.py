@@ -11,11 +11,16 @@ A run is five components plus training settings::
     [train]
     steps = 2000
 
+    [distributed]      # optional: data-parallel over 4 devices
+    devices = 4
+
 The core knows only the *names* of the default components; they are resolved
 through the registries like any other name.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import attrs
 
@@ -29,13 +34,14 @@ from ebmkit.config.base import (
     config_class,
     non_negative,
     non_negative_int,
+    one_of,
     optional,
     positive,
     positive_int,
 )
 from ebmkit.config.converter import component_field
 
-__all__ = ["Config", "TrainConfig", "DEFAULT_COMPONENTS"]
+__all__ = ["Config", "TrainConfig", "DistributedConfig", "DEFAULT_COMPONENTS", "parse_mesh"]
 
 #: The default assembly: what `ebmkit train` runs with no config file.
 DEFAULT_COMPONENTS = {
@@ -85,6 +91,82 @@ class TrainConfig(ConfigBase):
     lr_decay_on_retry: float = attrs.field(default=0.5, validator=positive)
 
 
+def parse_mesh(text: str) -> int:
+    """The size of the ``data`` axis in a mesh string such as ``"data=4"``.
+
+    Raises:
+        ValueError: anything but one ``data=N`` axis with ``N >= 1``.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"mesh: must be a string such as 'data=4', got {text!r}")
+    axes = [part.strip() for part in text.split(",") if part.strip()]
+    sizes = {}
+    for axis in axes:
+        name, sep, size = axis.partition("=")
+        name, size = name.strip(), size.strip()
+        if not sep or not name or not size.isdigit() or int(size) < 1:
+            raise ValueError(f"mesh: expected 'data=N' with N a positive integer, got {text!r}")
+        sizes[name] = int(size)
+    if set(sizes) != {"data"}:
+        other = sorted(set(sizes) - {"data"})
+        raise ValueError(
+            f"mesh: only a 'data' axis is supported (data-parallel training), got {text!r}"
+            + (f"; axes {', '.join(map(repr, other))} (model or tensor parallelism) are not implemented" if other else "")
+        )
+    return sizes["data"]
+
+
+def _mesh_string(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None:
+        parse_mesh(value)  # raises ValueError naming what is wrong
+
+
+@config_class
+class DistributedConfig(ConfigBase):
+    """Data-parallel training over a mesh of devices (see docs/distributed.md).
+
+    The batch and the replay buffer are split along the mesh axis ``data``;
+    parameters and optimiser state are replicated; gradients are averaged.
+
+    Attributes:
+        devices: devices along the ``data`` axis. Unset: one device and no mesh
+            (or every device of every process when several processes run).
+        mesh: the same as a mesh string, ``"data=N"``; must agree with
+            ``devices`` when both are set.
+        multihost: when to call ``jax.distributed.initialize()``: ``auto``
+            when a coordinator address is known (``coordinator_address`` or
+            ``$JAX_COORDINATOR_ADDRESS``), ``on`` always (JAX then detects
+            SLURM, Open MPI, Kubernetes, Cloud TPU), ``off`` never.
+        coordinator_address: ``host:port`` of process 0's coordinator; default
+            ``$JAX_COORDINATOR_ADDRESS``.
+        num_processes: processes in the run; default ``$JAX_NUM_PROCESSES``.
+        process_id: this process's index; default ``$JAX_PROCESS_ID``.
+    """
+
+    devices: int | None = attrs.field(default=None, validator=optional(positive_int))
+    mesh: str | None = attrs.field(default=None, validator=_mesh_string)
+    multihost: str = attrs.field(default="auto", validator=one_of(("auto", "on", "off")))
+    coordinator_address: str | None = None
+    num_processes: int | None = attrs.field(default=None, validator=optional(positive_int))
+    process_id: int | None = attrs.field(default=None, validator=optional(non_negative_int))
+
+    def __attrs_post_init__(self) -> None:
+        if self.devices is not None and self.mesh is not None:
+            if parse_mesh(self.mesh) != self.devices:
+                raise ValueError(
+                    f"mesh {self.mesh!r} and devices = {self.devices} disagree; set only one of them"
+                )
+
+    @property
+    def num_devices(self) -> int | None:
+        """The requested size of the ``data`` axis, or ``None``."""
+        if self.devices is not None:
+            return self.devices
+        if self.mesh is not None:
+            return parse_mesh(self.mesh)
+        return None
+
+
 @config_class
 class Config(ConfigBase):
     """A complete, resolved run configuration."""
@@ -95,3 +177,4 @@ class Config(ConfigBase):
     buffer: BufferConfig = component_field("buffer", DEFAULT_COMPONENTS["buffer"])
     dataset: DatasetConfig = component_field("dataset", DEFAULT_COMPONENTS["dataset"])
     train: TrainConfig = attrs.field(factory=TrainConfig)
+    distributed: DistributedConfig = attrs.field(factory=DistributedConfig)
