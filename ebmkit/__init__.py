@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _metadata_version
 
 from ebmkit import registry
-from ebmkit.config import Config, TrainConfig, config_class, dump_config, load_config
+from ebmkit.config import Config, DistributedConfig, TrainConfig, config_class, dump_config, load_config
 from ebmkit.errors import (
     ComponentConflictError,
     ConfigError,
@@ -86,6 +86,7 @@ __all__ = [
     "ComponentConflictError",
     "ComponentSpec",
     "Config",
+    "DistributedConfig",
     "ConfigError",
     "DeepEBM",
     "DeepEBMConfig",

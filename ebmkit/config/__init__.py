@@ -35,7 +35,7 @@ from ebmkit.config.io import (
     parse_override,
     read_config_file,
 )
-from ebmkit.config.schema import DEFAULT_COMPONENTS, Config, TrainConfig
+from ebmkit.config.schema import DEFAULT_COMPONENTS, Config, DistributedConfig, TrainConfig
 
 __all__ = [
     "KIND_BASES",
@@ -46,6 +46,7 @@ __all__ = [
     "ConfigBase",
     "DEFAULT_COMPONENTS",
     "DatasetConfig",
+    "DistributedConfig",
     "EnergyConfig",
     "LossConfig",
     "SamplerConfig",
