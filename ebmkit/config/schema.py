@@ -43,6 +43,11 @@ from ebmkit.config.converter import component_field
 
 __all__ = ["Config", "TrainConfig", "DistributedConfig", "DEFAULT_COMPONENTS", "parse_mesh"]
 
+#: Optimiser names accepted by ``train.optimizer`` (optax aliases; see ebmkit.optim).
+OPTIMIZER_NAMES = (
+    "adam", "adamw", "adamax", "adabelief", "amsgrad", "lamb", "lion", "nadam", "radam", "rmsprop", "sgd", "yogi",
+)
+
 #: The default assembly: what `ebmkit train` runs with no config file.
 DEFAULT_COMPONENTS = {
     "energy": "mlp",
@@ -76,7 +81,7 @@ class TrainConfig(ConfigBase):
 
     steps: int = attrs.field(default=2000, validator=positive_int)
     batch_size: int = attrs.field(default=256, validator=positive_int)
-    optimizer: str = "adam"
+    optimizer: str = attrs.field(default="adam", validator=one_of(OPTIMIZER_NAMES))
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
     max_grad_norm: float | None = attrs.field(default=None, validator=optional(positive))
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
