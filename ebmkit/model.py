@@ -27,7 +27,7 @@ from flax import nnx
 from ebmkit.components import build_component
 from ebmkit.config import Config, load_config
 from ebmkit.data import batch_from
-from ebmkit.optim import make_optimizer
+from ebmkit.optim import lr_schedule, make_optimizer
 from ebmkit.sampling import per_row_energy_and_grad, run_chain, tunables_for
 from ebmkit.types import LossContext
 
@@ -365,6 +365,10 @@ class EBM(nnx.Module):
             train.learning_rate,
             max_grad_norm=train.max_grad_norm,
             weight_decay=train.weight_decay,
+            schedule=lr_schedule(
+                train.lr_schedule, train.steps, warmup_steps=train.warmup_steps,
+                final_fraction=train.final_lr_fraction,
+            ),
         )
         self.rng_key = KeyVar(_stream_key(rngs, "sample", "noise"))
         self.buffer_state = _wrap(

@@ -10,7 +10,7 @@ import optax
 
 from ebmkit._suggest import did_you_mean
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "get_learning_rate", "set_learning_rate"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "lr_schedule", "get_learning_rate", "set_learning_rate"]
 
 #: Names accepted for ``train.optimizer`` and the optax constructor each maps to.
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
@@ -29,21 +29,54 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 }
 
 
+def _scale_by_learning_rate(learning_rate):
+    return optax.scale(learning_rate)
+
+
+def lr_schedule(name: str, total_steps: int, *, warmup_steps: int = 0, final_fraction: float = 0.0) -> optax.Schedule:
+    """A multiplier of the learning rate over training (1 at the plateau).
+
+    Args:
+        name: ``constant`` or ``cosine`` (decay to ``final_fraction`` at ``total_steps``).
+        total_steps: length of the run.
+        warmup_steps: linear warm-up from 0 over this many steps.
+        final_fraction: the cosine schedule's end value, as a fraction.
+    """
+    if name == "constant":
+        body = optax.constant_schedule(1.0)
+    elif name == "cosine":
+        body = optax.cosine_decay_schedule(1.0, max(1, total_steps - warmup_steps), alpha=final_fraction)
+    else:
+        raise ValueError(f"unknown learning-rate schedule {name!r}; known: constant, cosine")
+    if warmup_steps:
+        return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup_steps), body], [warmup_steps])
+    return body
+
+
 def make_optimizer(
     optimizer: str | optax.GradientTransformation = "adam",
-    learning_rate: float | optax.Schedule = 1e-3,
+    learning_rate: float = 1e-3,
     *,
     max_grad_norm: float | None = None,
     weight_decay: float = 0.0,
+    schedule: optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
     """Build an optax transformation from a name (or pass one through).
 
+    A named optimiser is built with a unit learning rate and followed by a
+    scale by ``learning_rate`` that lives in the optimiser state
+    (``inject_hyperparams``), times ``schedule(step)``. Every optax update is
+    linear in its learning rate, so this is the same optimiser; keeping the rate
+    in the state lets the trainer lower it after a divergence without
+    recompiling, and the schedule stays a separate factor.
+
     Args:
         optimizer: a name from :data:`OPTIMIZERS` or an optax transformation.
-        learning_rate: a float or an optax schedule (ignored for objects).
+        learning_rate: the base learning rate (ignored for objects).
         max_grad_norm: clip gradients to this global norm first, if set.
         weight_decay: decoupled weight decay (``adamw``/``lamb``) or added L2
             decay for the others.
+        schedule: a multiplier of the learning rate per step (see :func:`lr_schedule`).
 
     Raises:
         ValueError: an unknown optimizer name (with a suggestion).
@@ -58,15 +91,17 @@ def make_optimizer(
                 + (f"; {hint}" if hint else "")
                 + f" known: {', '.join(OPTIMIZERS)}"
             )
-        # The learning rate lives in the optimiser state (inject_hyperparams), so
-        # the trainer can lower it after a divergence without recompiling.
-        factory = optax.inject_hyperparams(OPTIMIZERS[optimizer])
         if optimizer in ("adamw", "lamb"):
-            tx = factory(learning_rate=learning_rate, weight_decay=weight_decay)
+            direction = OPTIMIZERS[optimizer](1.0, weight_decay=weight_decay)
         else:
-            tx = factory(learning_rate=learning_rate)
+            direction = OPTIMIZERS[optimizer](1.0)
             if weight_decay:
-                tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
+                direction = optax.chain(optax.add_decayed_weights(weight_decay), direction)
+        parts = [direction]
+        if schedule is not None:
+            parts.append(optax.scale_by_schedule(schedule))
+        parts.append(optax.inject_hyperparams(_scale_by_learning_rate)(learning_rate=learning_rate))
+        tx = optax.chain(*parts)
     if max_grad_norm is not None:
         tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
     return tx

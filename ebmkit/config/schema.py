@@ -38,6 +38,7 @@ from ebmkit.config.base import (
     optional,
     positive,
     positive_int,
+    probability,
 )
 from ebmkit.config.converter import component_field
 
@@ -67,6 +68,10 @@ class TrainConfig(ConfigBase):
         batch_size: data points per update (and chains per update for CD/PCD).
         optimizer: an optax alias (``adam``, ``adamw``, ``sgd``, ...).
         learning_rate: the optimiser's step size.
+        lr_schedule: ``constant`` or ``cosine`` (decays to ``final_lr_fraction``
+            of the learning rate at ``steps``).
+        warmup_steps: linear learning-rate warm-up from 0 over this many steps.
+        final_lr_fraction: where the cosine schedule ends, as a fraction.
         max_grad_norm: clip gradients to this global norm; off when unset.
         seed: seeds parameters, data order and every MCMC key.
         log_every: fetch metrics from the device every this many steps.
@@ -83,6 +88,9 @@ class TrainConfig(ConfigBase):
     batch_size: int = attrs.field(default=256, validator=positive_int)
     optimizer: str = attrs.field(default="adam", validator=one_of(OPTIMIZER_NAMES))
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
+    lr_schedule: str = attrs.field(default="constant", validator=one_of(["constant", "cosine"]))
+    warmup_steps: int = attrs.field(default=0, validator=non_negative_int)
+    final_lr_fraction: float = attrs.field(default=0.0, validator=probability)
     max_grad_norm: float | None = attrs.field(default=None, validator=optional(positive))
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
     seed: int = attrs.field(default=0, validator=non_negative_int)
