@@ -8,7 +8,14 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _metadata_version
 
 from ebmkit import registry
-from ebmkit.config import Config, DistributedConfig, TrainConfig, config_class, dump_config, load_config
+from ebmkit.config import (
+    Config,
+    DistributedConfig,
+    TrainConfig,
+    config_class,
+    dump_config,
+    load_config,
+)
 from ebmkit.errors import (
     ComponentConflictError,
     ConfigError,

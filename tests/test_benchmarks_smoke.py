@@ -1,0 +1,99 @@
+"""Smoke test of the benchmark scripts: each ``main`` runs at tiny sizes and its
+last stdout line is the JSON report. Timings are never asserted (speed targets
+live in the scripts' output, not in tests)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _report(capsys) -> dict:
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out, "the script printed nothing"
+    assert any(line.startswith("| ") for line in out), "no markdown table"
+    report = json.loads(out[-1])
+    assert report["environment"]["jax"]
+    return report
+
+
+def test_bench_sample_runs(capsys):
+    from benchmarks import bench_sample
+
+    bench_sample.main([
+        "--models", "mlp2d", "--samplers", "langevin", "--chains", "8", "--steps", "3",
+        "--repeats", "1", "--prngs", "default", "--no-ablation",
+    ])
+    report = _report(capsys)
+    (langevin,) = report["results"]
+    assert set(langevin["cases"]) >= {"reference", "ebmkit[default]"}
+    assert langevin["cases"]["ebmkit[default]"]["speed_vs_reference"]["wall"]["median"] > 0
+    assert langevin["compile"]["default"]["compiles_second_call"] == 0
+    # The HMC reference (the ebmkit side is the same generate call as above).
+    import jax
+
+    params = bench_sample.init_mlp(jax.random.key(0), (2, 4, 1))
+    x = bench_sample.reference_hmc(8, 2, 2, 0.05, 2)(params, jax.random.key(1))
+    assert x.shape == (8, 2) and bool(jax.numpy.all(jax.numpy.isfinite(x)))
+
+
+def test_bench_train_runs(capsys):
+    from benchmarks import bench_train
+
+    bench_train.main([
+        "--steps", "2", "--repeats", "1", "--spc", "1", "--ref-scan", "0", "--batch", "16",
+        "--num-steps", "2", "--hidden", "8,8",
+    ])
+    report = _report(capsys)
+    assert report["targets"]["spc1_vs_reference"]["wall"]["median"] > 0
+    assert "ebmkit Trainer (steps_per_call=1)" in report["cases"]
+
+
+def test_bench_roofline_runs(capsys):
+    from benchmarks import bench_roofline
+
+    bench_roofline.main([
+        "--repeats", "1", "--steps", "2", "--batch", "4", "--peak-sizes", "64", "--dim", "16", "--hidden", "8,8",
+        "--small-steps", "3", "--no-ablation",
+    ])
+    report = _report(capsys)
+    # 4 * batch * sum(in * out) for 16-8-8-1 at batch 4.
+    assert report["settings"]["flops_per_step"] == 4 * 4 * (16 * 8 + 8 * 8 + 8 * 1)
+    assert report["large_mlp"]["ebmkit generate (prng=auto)"]["fraction_of_peak_best"] > 0
+
+
+def test_bench_scaling_runs(capsys):
+    from benchmarks import bench_scaling
+
+    bench_scaling.main(["--axes", "batch", "--points", "8,16", "--repeats", "1", "--target-s", "0.001"])
+    report = _report(capsys)
+    batch = report["axes"]["batch"]
+    assert batch["values"] == [8, 16] and len(batch["step_ms_best"]) == 2
+
+
+def test_quick_entry_point_summary_and_missing_quality(capsys, monkeypatch):
+    from benchmarks import __main__ as quick
+
+    monkeypatch.setitem(sys.modules, "benchmarks.quality", None)  # as if the file did not exist
+    note = quick._run_quality("8gaussians", 1.0)
+    assert "skipped" in note
+    quick.main(["--skip", "train,sample,quality"])
+    report = _report(capsys)
+    assert report["errors"] == {}
+
+
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "expected"), [([2.0, 4.0], [1.0, 2.0], 2.0), ([1.0], [2.0], 0.5)]
+)
+def test_ratio_is_per_round(numerator, denominator, expected):
+    from benchmarks import _common
+
+    assert _common.ratio(numerator, denominator)["median"] == pytest.approx(expected)
+    assert _common.fit_exponent([1, 2, 4], [3.0, 6.0, 12.0]) == pytest.approx(1.0)
