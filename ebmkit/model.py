@@ -64,6 +64,9 @@ def _wrap(tree: Any, cls: type[nnx.Variable]) -> Any:
     return nnx.data(jax.tree.map(cls, tree))
 
 
+_EVAL_GRAPHDEFS: dict[Any, Any] = {}
+
+
 def _eval_view(module: nnx.Module) -> nnx.Module:
     """The module with dropout off and statistics frozen, sharing variables."""
     view = module
@@ -401,7 +404,14 @@ class EBM(nnx.Module):
 
     def _graphdefs(self) -> tuple[Any, Any]:
         graphdef = nnx.graphdef(self.energy_net)
-        eval_graphdef = nnx.graphdef(_eval_view(self.energy_net))
+        # nnx.view walks and copies the module: remember its graphdef per
+        # training graphdef (equal structure gives an equal eval structure).
+        eval_graphdef = _EVAL_GRAPHDEFS.get(graphdef)
+        if eval_graphdef is None:
+            eval_graphdef = nnx.graphdef(_eval_view(self.energy_net))
+            if len(_EVAL_GRAPHDEFS) > 64:
+                _EVAL_GRAPHDEFS.clear()
+            _EVAL_GRAPHDEFS[graphdef] = eval_graphdef
         return graphdef, eval_graphdef
 
     def _params_rest(self) -> tuple[Any, Any]:

@@ -401,7 +401,7 @@ class Trainer:
                 self.save_checkpoint()
             spc = t.steps_per_call
             pending: list[dict[str, jax.Array]] = []
-            timing_start, timed_steps = None, 0
+            timing_start, timed_steps, paused = None, 0, 0.0
             while self.step < t.steps:
                 n = min(spc, t.steps - self.step)
                 xs = self._device_batches(n)
@@ -415,7 +415,9 @@ class Trainer:
                     timed_steps += n
                 at_end = self.step >= t.steps
                 if self.step % t.log_every < n or at_end:
-                    elapsed = time.perf_counter() - timing_start
+                    # Wait for the work, not just its dispatch, before reading the clock.
+                    jax.block_until_ready(pending[-1])
+                    elapsed = time.perf_counter() - timing_start - paused
                     rate = timed_steps / elapsed if timed_steps and elapsed > 0 else float("nan")
                     row = self._log(pending, rate)
                     pending = []
@@ -423,7 +425,9 @@ class Trainer:
                         continue
                     row["step"] = self.step
                     if t.eval_every and self.step % t.eval_every < n and not at_end:
+                        eval_start = time.perf_counter()
                         row.update(self.evaluate())
+                        paused += time.perf_counter() - eval_start
                     self.history.append(row)
                     self._hook("ebmkit_step_end", step=self.step, metrics={k: v for k, v in row.items() if k != "step"})
                     if bar:
