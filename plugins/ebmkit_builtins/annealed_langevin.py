@@ -22,8 +22,6 @@ step the kernel themselves. Energies in the state and info are untempered.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import jax.numpy as jnp
 
@@ -36,16 +34,18 @@ from ebmkit.config.base import (
     positive,
 )
 from ebmkit.registry import ComponentSpec
-from ebmkit.sampling import tunables_for
-from ebmkit.types import Array, EnergyFn, PRNGKey
+from ebmkit.types import Array
 from ebmkit_builtins.langevin import (
+    DEFAULT_PRNG,
     LangevinInfo,
+    LangevinSampler,
     LangevinState,
     as_box,
     box,
     build_kernel,
     init,
     positive_int,
+    resolve_prng,
 )
 
 __all__ = [
@@ -107,7 +107,7 @@ def temperature_schedule(
     return jnp.where(frac >= 1.0, jnp.float32(final), temperature)
 
 
-class AnnealedLangevinSampler:
+class AnnealedLangevinSampler(LangevinSampler):
     """Annealed Langevin bound to an :class:`AnnealedLangevinConfig`.
 
     Attributes:
@@ -118,7 +118,7 @@ class AnnealedLangevinSampler:
             by :meth:`schedule` inside :func:`ebmkit.sampling.run_chain`.
     """
 
-    def __init__(self, config: AnnealedLangevinConfig):
+    def __init__(self, config: AnnealedLangevinConfig):  # noqa: D107 - same fields as Langevin's
         self.config = config
         self.num_steps = config.num_steps
         self.tunables: dict[str, float | None] = {
@@ -127,7 +127,8 @@ class AnnealedLangevinSampler:
             "temperature": config.final_temperature,
         }
         self._clamp = config.clamp
-        self._kernel = build_kernel(grad_clip=config.grad_clip, clamp=config.clamp)
+        self.prng = resolve_prng(DEFAULT_PRNG)
+        self._kernel = build_kernel(grad_clip=config.grad_clip, clamp=config.clamp, prng=self.prng)
 
     def schedule(self, step_index: int | Array, num_steps: int) -> dict[str, Array]:
         """``{"temperature": T_k}`` for step ``step_index`` of a ``num_steps`` chain."""
@@ -137,19 +138,6 @@ class AnnealedLangevinSampler:
                 step_index, num_steps, c.initial_temperature, c.final_temperature, c.schedule
             )
         }
-
-    def init(self, position: Array, energy_fn: EnergyFn) -> LangevinState:
-        if self._clamp is not None:
-            position = jnp.clip(position, self._clamp[0], self._clamp[1])
-        return init(position, energy_fn)
-
-    def kernel(
-        self, rng_key: PRNGKey, state: LangevinState, energy_fn: EnergyFn, **tunables: Any
-    ) -> tuple[LangevinState, LangevinInfo]:
-        return self._kernel(rng_key, state, energy_fn, **tunables_for(self, tunables))
-
-    def __repr__(self) -> str:
-        return f"AnnealedLangevinSampler({self.config!r})"
 
 
 spec = ComponentSpec(

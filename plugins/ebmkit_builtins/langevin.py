@@ -326,7 +326,7 @@ class LangevinSampler:
         return self._kernel(rng_key, state, energy_fn, **tunables_for(self, tunables))
 
     def __repr__(self) -> str:
-        return f"LangevinSampler({self.config!r})"
+        return f"{type(self).__name__}({self.config!r})"
 
 
 spec = ComponentSpec(
