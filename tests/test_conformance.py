@@ -232,3 +232,14 @@ def test_invalid_spec_and_unknown_component_fail_clearly():
     assert "must be lowercase snake case" in failure
     with pytest.raises(ConformanceError, match="cannot be selected: unknown sampler 'nope'"):
         check_component("sampler", "nope")
+
+
+def test_file_dataset_behaviour_conforms_with_a_user_file(tmp_path):
+    """The listing-wide suite can only check ``file``'s spec (it needs a path);
+    its behaviour is checked here with a real file."""
+    path = tmp_path / "points.csv"
+    np.savetxt(path, np.random.default_rng(0).normal(size=(200, 3)), delimiter=",")
+    spec = registry.get_spec("dataset", "file")
+    report = check_component("dataset", "file", config=spec.config(path=str(path)))
+    assert report.skipped == ()
+    assert len(report.passed) > 3, report.passed
