@@ -32,46 +32,20 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 # JAX and Flax load only when a model-level name is first used, so that
 # `ebmkit plugins` and config validation start fast.
-_LAZY = {
-    "assemble": "ebmkit.assemble",
-    **{
-        name: "ebmkit.evaluate"
-        for name in (
-            "diagnose",
-    "grid_nll",
-    "GridNLL",
-    "ais_log_z",
-    "reverse_ais_log_z",
-    "AISResult",
-    "mmd",
-    "frechet_distance",
-    "label_entropy",
-    "nearest_neighbour_distance", "grid_nll", "GridNLL", "ais_log_z", "reverse_ais_log_z", "AISResult", "mmd",
-            "frechet_distance", "label_entropy", "nearest_neighbour_distance",
-        )
-    },
-    "EBM": "ebmkit.model",
-    "DeepEBM": "ebmkit.model",
-    "TrainState": "ebmkit.model",
-    **{
-        name: "ebmkit.guide"
-        for name in (
-            "SAMPLING_PRESETS",
-            "DeepEBMConfig",
-            "DeviceManager",
-            "EBMConfig",
-            "EnergyNetworkConfig",
-            "EnergyTrainer",
-            "EnergyTrainingConfig",
-            "MCMCConfig",
-            "SampleBufferConfig",
-            "create_cifar_ebm",
-            "create_mnist_ebm",
-            "create_simple_ebm",
-            "sampling_preset",
-        )
-    },
+_LAZY_MODULES = {
+    "ebmkit.assemble": ("assemble",),
+    "ebmkit.evaluate": (
+        "diagnose", "grid_nll", "GridNLL", "ais_log_z", "reverse_ais_log_z", "AISResult", "mmd",
+        "frechet_distance", "label_entropy", "nearest_neighbour_distance",
+    ),
+    "ebmkit.model": ("EBM", "DeepEBM", "TrainState"),
+    "ebmkit.guide": (
+        "SAMPLING_PRESETS", "DeepEBMConfig", "DeviceManager", "EBMConfig", "EnergyNetworkConfig",
+        "EnergyTrainer", "EnergyTrainingConfig", "MCMCConfig", "SampleBufferConfig",
+        "create_cifar_ebm", "create_mnist_ebm", "create_simple_ebm", "sampling_preset",
+    ),
 }
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
 
 
 def __getattr__(name: str):
@@ -88,48 +62,23 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(__all__)
 
+
 __all__ = [
-    "SAMPLING_PRESETS",
     "ComponentConflictError",
     "ComponentSpec",
     "Config",
-    "DistributedConfig",
     "ConfigError",
-    "DeepEBM",
-    "DeepEBMConfig",
-    "DeviceManager",
-    "EBM",
-    "EBMConfig",
+    "DistributedConfig",
     "EbmkitError",
-    "EnergyNetworkConfig",
-    "EnergyTrainer",
-    "EnergyTrainingConfig",
-    "MCMCConfig",
     "PluginLoadError",
-    "SampleBufferConfig",
     "TrainConfig",
-    "TrainState",
     "UnknownComponentError",
-    "assemble",
     "config_class",
-    "create_cifar_ebm",
-    "create_mnist_ebm",
-    "create_simple_ebm",
-    "diagnose",
-    "grid_nll",
-    "GridNLL",
-    "ais_log_z",
-    "reverse_ais_log_z",
-    "AISResult",
-    "mmd",
-    "frechet_distance",
-    "label_entropy",
-    "nearest_neighbour_distance",
     "dump_config",
     "get_spec",
     "load_config",
     "overlay",
     "register",
     "registry",
-    "sampling_preset",
+    *_LAZY,
 ]
