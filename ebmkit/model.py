@@ -225,7 +225,12 @@ def _jitted_train_step(graphdef, eval_graphdef, sampler, loss, buffer, tx, num_s
 
 @functools.lru_cache(maxsize=64)
 def _jitted_generate(eval_graphdef, sampler, buffer, n_samples, n_steps, static_tunables):
-    def generate(params, rest, rng_key, traced_tunables):
+    def generate(params, rest, rng_key, advance, traced_tunables):
+        # With ``advance`` the key is the model's own: split it here, in the
+        # compiled program (an eager split costs a dispatch per call), and hand
+        # back its successor. Otherwise it is the caller's key, used as given.
+        next_key, sub = jax.random.split(rng_key)
+        rng_key = jax.lax.select(advance, sub, rng_key)
         init_key, chain_key = jax.random.split(rng_key)
 
         def energy_fn(x):
@@ -235,7 +240,7 @@ def _jitted_generate(eval_graphdef, sampler, buffer, n_samples, n_steps, static_
         x, summary = run_chain(
             chain_key, sampler, x0, energy_fn, n_steps, **dict(static_tunables), **traced_tunables
         )
-        return x, summary
+        return x, summary, next_key
 
     return jax.jit(generate)
 
@@ -488,10 +493,12 @@ class EBM(nnx.Module):
         except TypeError as exc:
             raise ValueError(f"generate: {exc}") from None
         traced, static = _split_tunables(tunables)
-        key = self._next_key() if rng_key is None else rng_key
+        own_key = rng_key is None
         params, rest = self._params_rest()
         fn = _jitted_generate(self._graphdefs()[1], self._sampler, self._buffer, int(n_samples), int(n_steps), static)
-        x, summary = fn(params, rest, key, traced)
+        x, summary, next_key = fn(params, rest, self.rng_key.get_value() if own_key else rng_key, own_key, traced)
+        if own_key:
+            self.rng_key.set_value(next_key)
         return (x, summary) if return_info else x
 
     def sample_from_buffer(self, n_samples: int = 16, *, rng_key: jax.Array | None = None) -> jax.Array:

@@ -169,6 +169,13 @@ class Trainer:
                 metrics["diverged"] = jnp.any(~jnp.isfinite(energies)) | jnp.any(jnp.abs(energies) > bound)
                 return s, metrics
 
+            n = jax.tree.leaves(xs)[0].shape[0]
+            if n == 1:
+                # No loop around a single step: XLA's CPU backend compiles a
+                # conv net's weight gradients ~2x slower inside a while loop,
+                # even one of trip count 1 (measured: digits CNN 0.17 vs 0.39 s).
+                state, metrics = body(state, jax.tree.map(lambda a: a[0], xs))
+                return state, jax.tree.map(lambda m: m[None], metrics)
             return jax.lax.scan(body, state, xs)
 
         #: The per-device program (what runs under shard_map); for references.

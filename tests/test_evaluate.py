@@ -26,6 +26,7 @@ from ebmkit.evaluate import (
     evaluate_dataset,
     frechet_distance,
     frechet_distance_from_features,
+    gaussian_blur,
     grid_nll,
     label_entropy,
     load_classifier,
@@ -244,16 +245,18 @@ def test_mmd_rejects_mismatched_rows():
 # -- image metrics ------------------------------------------------------------------------
 
 
-def gaussian_blur(images, sigma):
-    """Separable Gaussian blur of ``[N, H, W, 1]`` images (radius 4σ, reflected edges)."""
-    r = int(4 * sigma + 0.5)
-    t = np.arange(-r, r + 1)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    k /= k.sum()
-    p = np.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
-    h, w = images.shape[1:3]
-    rows = sum(k[i] * p[:, i : i + h] for i in range(len(k)))
-    return sum(k[i] * rows[:, :, i : i + w] for i in range(len(k))).astype(np.float32)
+def test_gaussian_blur_keeps_mass_and_smooths():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (3, 8, 8, 1)).astype(np.float32)
+    y = gaussian_blur(x, 1.0)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert np.allclose(y.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), atol=0.1)
+    assert np.abs(np.diff(y, axis=1)).mean() < 0.5 * np.abs(np.diff(x, axis=1)).mean()
+    assert np.allclose(gaussian_blur(np.ones((1, 5, 5, 1)), 0.5), 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        gaussian_blur(x, 0.0)
+    with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
+        gaussian_blur(x[0], 1.0)
 
 
 @pytest.fixture(scope="module")

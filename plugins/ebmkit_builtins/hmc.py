@@ -2,7 +2,8 @@
 
 One transition on every chain (row) of the batch, independently:
 
-1. draw a momentum ``p ~ N(0, I)``;
+1. draw a momentum ``p ~ N(0, I)`` (Philox-4x32 bits for draws of 1,024 numbers
+   or more, as Langevin's ``prng = "auto"``);
 2. integrate ``num_integration_steps`` leapfrog steps of size ``step_size`` on
    ``H(x, p) = E(x) + |p|^2 / 2``;
 3. accept the end point with probability ``min(1, exp(H(x, p) - H(x', p')))``,
@@ -30,7 +31,7 @@ from ebmkit.config.base import SamplerConfig, config_class, positive
 from ebmkit.registry import ComponentSpec
 from ebmkit.sampling import per_row_energy_and_grad, tunables_for
 from ebmkit.types import Array, EnergyFn, PRNGKey, SamplerState
-from ebmkit_builtins.langevin import as_box, box, per_chain_diagnostics, positive_int
+from ebmkit_builtins.langevin import as_box, box, noise_key, per_chain_diagnostics, positive_int
 
 __all__ = ["HMCConfig", "HMCState", "HMCInfo", "HMCSampler", "init", "build_kernel", "spec"]
 
@@ -113,7 +114,9 @@ def build_kernel(
         key_momentum, key_accept = jax.random.split(rng_key)
         x0 = state.position
         axes = tuple(range(1, x0.ndim))
-        p0 = jax.random.normal(key_momentum, x0.shape, x0.dtype)
+        # The momentum comes from the same fast, exact generator as Langevin's
+        # noise (Philox-4x32 for large draws; see ``langevin.noise_key``).
+        p0 = jax.random.normal(noise_key(key_momentum, "auto", x0.size), x0.shape, x0.dtype)
         x1, p1, e1, g1 = jax.lax.fori_loop(
             0,
             num_integration_steps,
