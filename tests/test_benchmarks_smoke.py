@@ -97,3 +97,24 @@ def test_ratio_is_per_round(numerator, denominator, expected):
 
     assert _common.ratio(numerator, denominator)["median"] == pytest.approx(expected)
     assert _common.fit_exponent([1, 2, 4], [3.0, 6.0, 12.0]) == pytest.approx(1.0)
+
+
+def test_images_benchmark_runs(capsys, tmp_path):
+    from benchmarks import images
+
+    images.main([
+        "--datasets", "digits", "--samples", "64", "--eval-every", "2", "--out", str(tmp_path),
+        "--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "sampler.num_steps=2",
+        "--set", "energy.hidden_dims=[4, 8]",
+    ])
+    report = _report(capsys)
+    (digits,) = report["results"]
+    assert [c["step"] for c in digits["curve"]] == [2, 4]
+    assert digits["n_samples"] == 64 and digits["chain_steps"] == 2
+    refs = {r["what"]: r for r in digits["references"]}
+    # The reference rows order as they must: real < blurred 0.5 px < blurred 1 px.
+    real, half, one = (refs[k]["fd"] for k in (
+        "training digits (floor)", "training digits blurred σ = 0.5 px", "training digits blurred σ = 1 px"))
+    assert real < half < one
+    assert digits["fd"] > real  # 4 steps of a tiny net do not make digits
+    assert (tmp_path / "digits_fresh_chains.png").stat().st_size > 0
