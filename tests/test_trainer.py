@@ -193,17 +193,24 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_readable(tmp_path)
     finally:
         child.kill()
         child.wait()
+    # What the child printed before it died: on a busy machine it may have got
+    # past save 3 before the signal landed, so judge by its own record.
+    lines += [line.strip() for line in child.stdout.read().splitlines()]
+    ended = [int(line.split()[1]) for line in lines if line.startswith("END")]
+    begun = max(int(line.split()[1]) for line in lines if line.startswith("BEGIN"))
     ckpt = Checkpointer(directory)
     steps = ckpt.steps()
-    assert steps and steps[-1] in (2, 3), steps
+    # The finished saves are there (the newest 4: keep=5 may have pruned older
+    # ones); the one cut short either committed whole (before END was
+    # printed) or left no trace.
+    assert steps and set(ended[-4:]) <= set(steps) and set(steps) <= set(ended) | {begun}, (steps, lines)
     template = {"w": np.zeros((2_000_000,), np.float32), "v": np.zeros((500, 500), np.float32)}
     state, meta = ckpt.restore(template)
     assert float(np.asarray(state["w"])[0]) == meta["step"] == steps[-1]
-    if "END 3" not in lines:
-        # The interrupted save never became a checkpoint; step 2 is intact.
-        assert 2 in steps
-        state2, _ = ckpt.restore(template, 2)
-        assert float(np.asarray(state2["w"])[-1]) == 2.0
+    if begun not in steps:
+        # The interrupted save never became a checkpoint; the previous one is intact.
+        state2, _ = ckpt.restore(template, max(ended))
+        assert float(np.asarray(state2["w"])[-1]) == float(max(ended))
 
 
 def test_resume_refuses_a_missing_checkpoint(tmp_path):
