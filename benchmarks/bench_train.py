@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import ebmkit  # noqa: E402
+from benchmarks.bench_sample import init_mlp, mlp_energy  # noqa: E402  (the same reference MLP)
 from ebmkit.components import build_dataset  # noqa: E402
 from ebmkit.trainer import Trainer  # noqa: E402
 
@@ -56,23 +57,6 @@ class RefState(NamedTuple):
     opt_state: Any
     buffer: jax.Array
     rng_key: jax.Array
-
-
-def init_mlp(rng_key: jax.Array, dims: tuple[int, ...]) -> list[dict[str, jax.Array]]:
-    params = []
-    for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
-        rng_key, sub = jax.random.split(rng_key)
-        params.append(
-            {"w": jax.random.normal(sub, (fan_in, fan_out)) / np.sqrt(fan_in), "b": jnp.zeros(fan_out)}
-        )
-    return params
-
-
-def mlp_energy(params, x):
-    h = x
-    for layer in params[:-1]:
-        h = jax.nn.silu(h @ layer["w"] + layer["b"])
-    return (h @ params[-1]["w"] + params[-1]["b"])[:, 0]
 
 
 def make_reference(

@@ -67,9 +67,12 @@ def reference_rows(dataset: Any, classifier: str, reference_features: np.ndarray
     subset = train[rng.choice(len(train), size=min(n, len(train)), replace=False)]
     rows = []
 
-    def score(name: str, images: np.ndarray, nn: float | None) -> None:
+    def score(name: str, images: np.ndarray, nn: float | None, blur_px: float | None = None) -> None:
         fd = frechet_distance_from_features(classifier_features(images, classifier), reference_features)
-        rows.append({"what": name, "n": len(images), "fd": fd, "h_y": label_entropy(images, classifier), "nn": nn})
+        rows.append({
+            "what": name, "n": len(images), "fd": fd, "h_y": label_entropy(images, classifier), "nn": nn,
+            "blur_px": blur_px,
+        })
 
     # Held-out images' NN distance to the training set is the scale for samples'.
     score("training digits (floor)", subset, nearest_neighbour_distance(dataset.test, train))
@@ -77,7 +80,7 @@ def reference_rows(dataset: Any, classifier: str, reference_features: np.ndarray
         # NN from blurred held-out digits: a blurred training digit's nearest
         # neighbour would be its own original.
         held_out_nn = nearest_neighbour_distance(gaussian_blur(dataset.test, sigma), train)
-        score(f"training digits blurred σ = {sigma:g} px", gaussian_blur(subset, sigma), held_out_nn)
+        score(f"training digits blurred σ = {sigma:g} px", gaussian_blur(subset, sigma), held_out_nn, sigma)
     noise = rng.uniform(-1.0, 1.0, subset.shape).astype(np.float32)
     score("uniform noise", noise, nearest_neighbour_distance(noise, train))
     return rows
@@ -127,19 +130,19 @@ def run_images(
         # trainer's step donates its state), then brand-new chains from noise.
         nnx.update(model.energy_net, *jax.tree.map(jnp.copy, (trainer.state.params, trainer.state.rest)))
         x = np.asarray(model.generate(n_samples, n_steps=k, rng_key=jax.random.key(12345)))
-        finite = bool(np.all(np.isfinite(x)))
-        row = {
-            "step": trainer.step,
-            "train_s": t0 - clock["start"] - clock["eval"],
-            "fd": frechet_distance_from_features(classifier_features(x, classifier), reference) if finite else float("nan"),
-            "h_y": label_entropy(x, classifier) if finite else float("nan"),
-            "nn": nearest_neighbour_distance(x, dataset.train) if finite else float("nan"),
-        }
+        scores = {"fd": float("nan"), "h_y": float("nan"), "nn": float("nan")}  # non-finite samples
+        if np.all(np.isfinite(x)):
+            scores = {
+                "fd": frechet_distance_from_features(classifier_features(x, classifier), reference),
+                "h_y": label_entropy(x, classifier),
+                "nn": nearest_neighbour_distance(x, dataset.train),
+            }
+        row = {"step": trainer.step, "train_s": t0 - clock["start"] - clock["eval"], **scores}
         samples["last"] = x
         curve.append(row)
         _common.log(json.dumps({"dataset": name, **row}))
         clock["eval"] += time.perf_counter() - t0
-        return {"fd": row["fd"], "h_y": row["h_y"], "nn": row["nn"]}
+        return scores
 
     trainer = Trainer(model, dataset, hooks=False, evaluate=evaluate)
     clock["start"] = time.perf_counter()
@@ -151,8 +154,7 @@ def run_images(
 
         out.mkdir(parents=True, exist_ok=True)
         save_image_grid(samples["last"][:64], out / f"{name}_fresh_chains.png")
-    blur_one = next(r["fd"] for r in refs if "σ = 1 px" in r["what"])
-    blur_half = next(r["fd"] for r in refs if "σ = 0.5 px" in r["what"])
+    blur_fd = {r["blur_px"]: r["fd"] for r in refs if r["blur_px"] is not None}
     final = curve[-1]
     return {
         "dataset": name,
@@ -168,8 +170,8 @@ def run_images(
         "fd": final["fd"],
         "h_y": final["h_y"],
         "nn": final["nn"],
-        "below_blur_1px": bool(final["fd"] < blur_one),
-        "below_blur_half_px": bool(final["fd"] < blur_half),
+        "below_blur_1px": bool(final["fd"] < blur_fd[1.0]),
+        "below_blur_half_px": bool(final["fd"] < blur_fd[0.5]),
     }
 
 
@@ -207,13 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for n in names
     ]
-    print(markdown(results))
-    report = {"benchmark": "images", "environment": _common.environment(), "results": results}
-    text = json.dumps(_common._clean(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_common._clean(report), indent=2))
-    print(text)
+    _common.emit("images", {"results": results}, [markdown(results)], json_path=args.json)
     return 0
 
 
