@@ -48,7 +48,7 @@ def child(devices: int, steps: int, batch_size: int, steps_per_call: int) -> dic
     import ebmkit
     from ebmkit import distributed as dist
     from ebmkit.components import build_dataset
-    from ebmkit.trainer import Trainer
+    from ebmkit.training import Trainer
 
     config = ebmkit.load_config(
         train={"steps": steps, "batch_size": batch_size, "steps_per_call": steps_per_call},

@@ -47,7 +47,7 @@ import optax  # noqa: E402
 import ebmkit  # noqa: E402
 from benchmarks.bench_sample import init_mlp, mlp_energy  # noqa: E402  (the same reference MLP)
 from ebmkit.components import build_dataset  # noqa: E402
-from ebmkit.trainer import Trainer  # noqa: E402
+from ebmkit.training import Trainer  # noqa: E402
 
 # -- the hand-written reference ------------------------------------------------------------
 

@@ -108,7 +108,7 @@ def run_images(
         label_entropy,
         nearest_neighbour_distance,
     )
-    from ebmkit.trainer import Trainer
+    from ebmkit.training import Trainer
 
     recipe, classifier = DATASETS[name]
     sets = ["train.checkpoint_every=0", *(overrides or [])]
@@ -128,7 +128,7 @@ def run_images(
         t0 = time.perf_counter()
         # The trainer's current parameters into the model (copies: the
         # trainer's step donates its state), then brand-new chains from noise.
-        nnx.update(model.energy_net, *jax.tree.map(jnp.copy, (trainer.state.params, trainer.state.rest)))
+        nnx.update(model.energy_net, *jax.tree.map(jnp.copy, (trainer.state.energy_params, trainer.state.energy_state)))
         x = np.asarray(model.generate(n_samples, n_steps=k, rng_key=jax.random.key(12345)))
         scores = {"fd": float("nan"), "h_y": float("nan"), "nn": float("nan")}  # non-finite samples
         if np.all(np.isfinite(x)):

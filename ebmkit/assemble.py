@@ -8,7 +8,7 @@ from typing import Any
 
 from flax import nnx
 
-from ebmkit.components import build_dataset
+from ebmkit.components import build_dataset, data_context
 from ebmkit.config import Config, load_config
 from ebmkit.model import EBM
 
@@ -42,9 +42,6 @@ def assemble(
         >>> model = assemble(energy={"name": "mlp", "hidden_dims": [64, 64]}, sampler="hmc")
     """
     config = load_config(config_or_mapping, overrides=overrides, **components)
-    bounds = None
     if event_shape is None:
-        dataset = build_dataset(config.dataset)
-        event_shape = dataset.event_shape
-        bounds = dataset.bounds
-    return EBM(config, rngs=rngs, event_shape=event_shape, data_bounds=bounds)
+        return EBM(config, rngs=rngs, data=data_context(build_dataset(config.dataset)))
+    return EBM(config, rngs=rngs, event_shape=event_shape)

@@ -13,6 +13,12 @@ import attrs
 
 __all__ = [
     "EbmkitError",
+    "ShardingError",
+    "CheckpointError",
+    "TrainingDiverged",
+    "RunError",
+    "RunDirectoryError",
+    "ClassifierWeightsError",
     "ConfigError",
     "ConfigProblem",
     "UnknownComponentError",
@@ -157,3 +163,27 @@ class PluginLoadError(EbmkitError):
 
 class InvalidComponentError(PluginLoadError):
     """A plugin imported fine but what it exports is not a valid ComponentSpec."""
+
+
+class ShardingError(EbmkitError):
+    """The run cannot be split over the requested devices as configured."""
+
+
+class CheckpointError(EbmkitError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+class TrainingDiverged(EbmkitError):
+    """Training kept diverging after every allowed rollback."""
+
+
+class RunError(EbmkitError):
+    """A run directory is missing or does not hold a run."""
+
+
+class RunDirectoryError(EbmkitError):
+    """The output directory cannot be used as asked."""
+
+
+class ClassifierWeightsError(EbmkitError, ValueError):
+    """A feature classifier's weights file is missing, corrupt or does not fit."""

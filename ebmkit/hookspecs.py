@@ -77,8 +77,9 @@ def ebmkit_step_end(step: int, metrics: dict[str, float]) -> None:
     Args:
         step: the number of optimiser updates done so far (1-based).
         metrics: metric name to Python ``float``, averaged over the interval;
-            always includes ``loss``, ``real_energy_mean`` and
-            ``fake_energy_mean``. Do not mutate it.
+            always includes ``loss``, ``grad_norm`` and ``steps_per_s``,
+            plus what the loss declares (``energy_gap``, ``real_energy_mean``
+            and ``fake_energy_mean`` for the contrastive losses). Do not mutate it.
 
     Every implementation is called; return values are ignored.
     """

@@ -7,7 +7,6 @@ directly.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -17,21 +16,19 @@ from typing import Any
 import jax
 import numpy as np
 
-from ebmkit.components import build_dataset
+from ebmkit.components import build_dataset, data_context
 from ebmkit.config import Config, load_config
 from ebmkit.distributed import initialize as initialize_distributed
-from ebmkit.errors import EbmkitError
+from ebmkit.errors import RunDirectoryError
 from ebmkit.model import EBM
-from ebmkit.trainer import Trainer, TrainResult
+from ebmkit.run import jsonable
+from ebmkit.training import Trainer, TrainResult
 
 __all__ = ["train_job", "RunDirectoryError", "write_artifacts", "SUMMARY_KEYS"]
 
-#: Keys every summary.json has (NaN where they do not apply, e.g. NLL on images).
-SUMMARY_KEYS = ("nll", "kl_gap", "energy_gap", "steps_per_s")
-
-
-class RunDirectoryError(EbmkitError):
-    """The output directory cannot be used as asked."""
+#: Keys every summary.json has (NaN where they do not apply, e.g. NLL on
+#: images); ``energy_gap`` is there when the loss has negatives.
+SUMMARY_KEYS = ("nll", "kl_gap", "steps_per_s")
 
 
 def _default_out(config: Config) -> Path:
@@ -85,7 +82,7 @@ def train_job(
     if resume and not has_run:
         raise RunDirectoryError(f"nothing to resume: {ckpt_dir} has no checkpoint")
     dataset = build_dataset(cfg.dataset)
-    model = EBM(cfg, event_shape=dataset.event_shape, data_bounds=dataset.bounds)
+    model = EBM(cfg, data=data_context(dataset))
     trainer = Trainer(model, dataset, run_dir=run_dir, progress=progress)
     started = time.perf_counter()
     result = trainer.fit(resume=resume)
@@ -98,17 +95,24 @@ def train_job(
     if plots:
         summary["plots"] = write_artifacts(model, dataset, result, run_dir)
     with open(run_dir / "summary.json", "w", encoding="utf-8") as fh:
-        json.dump(_jsonable(summary), fh, indent=2)
+        json.dump(jsonable(summary), fh, indent=2)
     return summary
 
 
 def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path) -> list[str]:
-    """``samples.png``, ``energy.png`` and ``curves.png`` for a finished run."""
+    """``samples.png`` (for a model with a sampler), ``energy.png`` and
+    ``curves.png`` for a finished run."""
     from ebmkit import viz
 
     written = []
     key = jax.random.key(model.config.train.seed + 1)
-    if tuple(dataset.event_shape) == (2,):
+    if model.sampler is None:
+        if tuple(dataset.event_shape) == (2,):
+            viz.visualize_energy_landscape(
+                model, bounds=dataset.bounds, samples=None, path=run_dir / "energy.png", log_density=True,
+            )
+            written.append("energy.png")
+    elif tuple(dataset.event_shape) == (2,):
         samples = np.asarray(model.generate(2000, n_steps=max(model.num_steps, 100), rng_key=key))
         data = dataset.held_out(2000)
         viz.plot_samples(samples, data=data, bounds=dataset.bounds, path=run_dir / "samples.png")
@@ -123,20 +127,8 @@ def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path
         viz.plot_energy_histogram(
             np.asarray(model.energy(data)), np.asarray(model.energy(samples)), run_dir / "energy.png"
         )
-    written += ["samples.png", "energy.png"]
+    if model.sampler is not None:
+        written += ["samples.png", "energy.png"]
     viz.plot_training_curves(result.history, run_dir / "curves.png")
     written.append("curves.png")
     return written
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

@@ -1,37 +1,60 @@
-"""``EBM`` and ``DeepEBM``: an energy network wired to a sampler, a loss, a
-replay buffer and an optimiser, with the surface of Artifex's EBM guide.
+"""``EBM`` and ``DeepEBM``: an energy network wired to the components a run
+needs (sampler, loss, replay buffer) and an optimiser, with the surface of
+Artifex's EBM guide.
 
 The module holds state; the work is done by pure functions compiled once:
 
-* :func:`make_train_step` — draw starts, K sampler steps, stop_gradient, loss
-  and grads, optax update, buffer write-back: one ``jax.jit`` program.
-* :meth:`EBM.generate` — fresh chains, one program per (n, shape, n_steps).
+* the training step of :mod:`ebmkit.training.step` — one ``jax.jit`` program;
+* :meth:`EBM.generate` — fresh chains, one program per (n, shape, n_steps);
+* :func:`ebmkit.nn.energy_programs` — energy and score in eval mode.
 
-Both take a :class:`TrainState` (parameters, optimiser state, buffer state,
-key), so the trainer can keep the state on the device and skip the module.
+All of them take the model's state as a :class:`~ebmkit.training.TrainState`,
+so the trainer can keep the state on the device and skip the module.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
+import attrs
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-from ebmkit.components import build_component
+from ebmkit.components import build_component, check_fits
 from ebmkit.config import Config, load_config
-from ebmkit.data import batch_from
-from ebmkit.optim import lr_schedule, make_optimizer
-from ebmkit.sampling import per_row_energy_and_grad, run_chain, tunables_for
-from ebmkit.types import LossContext
+from ebmkit.data import batch_from, check_batch
+from ebmkit.nn import energy_programs, graphdefs, split_energy
+from ebmkit.sampling import run_chain, tunables_for, warmup
+from ebmkit.training.optim import lr_schedule, make_optimizer
+from ebmkit.training.step import TrainState, jitted_train_step, make_train_step
+from ebmkit.types import Adaptive, Batch, BuildContext, FreshStarts, OwnsParameters, OwnsState
 
-__all__ = ["EBM", "DeepEBM", "TrainState", "make_train_step", "SampleBuffer"]
+__all__ = ["EBM", "DeepEBM", "SampleBuffer", "SAMPLING_PRESETS", "sampling_preset"]
+
+#: The guide's sampling presets: chain length, step size and noise.
+SAMPLING_PRESETS: dict[str, dict[str, float]] = {
+    "quick": {"n_steps": 20, "step_size": 0.02, "noise_scale": 0.01},
+    "standard": {"n_steps": 60, "step_size": 0.01, "noise_scale": 0.005},
+    "quality": {"n_steps": 200, "step_size": 0.005, "noise_scale": 0.001},
+}
+
+
+def sampling_preset(name: str) -> dict[str, float]:
+    """The settings of a named preset (``quick``, ``standard``, ``quality``)."""
+    if name not in SAMPLING_PRESETS:
+        from ebmkit.suggest import did_you_mean
+
+        hint = did_you_mean(name, SAMPLING_PRESETS)
+        raise ValueError(
+            f"unknown sampling preset {name!r}" + (f"; {hint}" if hint else "")
+            + f" known: {', '.join(SAMPLING_PRESETS)}"
+        )
+    return dict(SAMPLING_PRESETS[name])
 
 
 class BufferVar(nnx.Variable):
@@ -46,36 +69,28 @@ class KeyVar(nnx.Variable):
     """The model's MCMC key, split on every ``train_step``/``generate``."""
 
 
-class TrainState(NamedTuple):
-    """Everything one training step reads and writes (a pytree of arrays)."""
+class LossParam(nnx.Variable):
+    """Trainable parameters owned by the loss (optimised with the energy's)."""
 
-    params: Any
-    rest: Any
-    opt_state: Any
-    buffer_state: Any
-    rng_key: jax.Array
+
+class LossStateVar(nnx.Variable):
+    """Non-trainable state owned by the loss."""
+
+
+class SamplerStateVar(nnx.Variable):
+    """An adaptive sampler's persistent adaptation state."""
 
 
 def _unwrap(tree: Any) -> Any:
+    if tree is None:
+        return None
     return jax.tree.map(lambda v: v.get_value(), tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
 
 
 def _wrap(tree: Any, cls: type[nnx.Variable]) -> Any:
+    if tree is None:
+        return None
     return nnx.data(jax.tree.map(cls, tree))
-
-
-_EVAL_GRAPHDEFS: dict[Any, Any] = {}
-
-
-def _eval_view(module: nnx.Module) -> nnx.Module:
-    """The module with dropout off and statistics frozen, sharing variables."""
-    view = module
-    for attr, value in (("deterministic", True), ("update_stats", False)):
-        try:
-            view = nnx.view(view, **{attr: value})
-        except (ValueError, AttributeError, TypeError):
-            pass
-    return view
 
 
 def _stream_key(rngs: nnx.Rngs, *names: str) -> jax.Array:
@@ -84,23 +99,6 @@ def _stream_key(rngs: nnx.Rngs, *names: str) -> jax.Array:
         if name in rngs:
             return rngs[name]()
     raise ValueError("rngs has no usable stream; pass nnx.Rngs(0) or nnx.Rngs(params=0)")
-
-
-def _check_batch(x: Any, event_shape: tuple[int, ...], what: str) -> jax.Array:
-    x = batch_from(x)
-    shape = tuple(np.shape(x))
-    if len(shape) != len(event_shape) + 1 or shape[1:] != event_shape:
-        hint = ""
-        if math.prod(shape[1:]) == math.prod(event_shape) and len(shape) >= 1:
-            hint = f"; reshape with x.reshape(len(x), *{event_shape})"
-        raise ValueError(
-            f"{what}: expected shape [batch, {', '.join(map(str, event_shape))}], got {list(shape)}{hint}"
-        )
-    if shape[0] == 0:
-        raise ValueError(f"{what}: the batch is empty")
-    if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{what}: expected numbers, got dtype {x.dtype}")
-    return jnp.asarray(x, dtype=jnp.float32)
 
 
 def _check_finite(x: Any, what: str) -> None:
@@ -114,6 +112,21 @@ def _check_finite(x: Any, what: str) -> None:
         raise ValueError(f"{what}: contains {bad} non-finite values (NaN or inf)")
 
 
+def _labels_of(batch: Any, n: int, what: str) -> jax.Array | None:
+    """The labels of a batch given as ``(x, y)``, a Batch, or a dict with ``label``/``y``."""
+    y = None
+    if isinstance(batch, tuple) and len(batch) == 2:
+        y = batch[1]
+    elif isinstance(batch, dict):
+        y = batch.get("label", batch.get("y"))
+    if y is None:
+        return None
+    y = np.asarray(y) if not isinstance(y, jax.Array) else y
+    if tuple(y.shape) != (n,) or not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ValueError(f"{what}: labels must be integers of shape [{n}], got {y.dtype}{list(y.shape)}")
+    return jnp.asarray(y, jnp.int32)
+
+
 def _split_tunables(tunables: Mapping[str, Any]) -> tuple[dict[str, Any], tuple]:
     """Numbers travel as traced arguments (no recompile when they change);
     ``None`` and other structural values are static."""
@@ -122,109 +135,26 @@ def _split_tunables(tunables: Mapping[str, Any]) -> tuple[dict[str, Any], tuple]
     return traced, static
 
 
-def make_train_step(
-    graphdef: Any,
-    eval_graphdef: Any,
-    *,
-    sampler: Any,
-    loss: Any,
-    buffer: Any,
-    tx: optax.GradientTransformation,
-    num_steps: int,
-    tunables: Mapping[str, Any] | None = None,
-    axis_name: str | None = None,
-):
-    """The pure training step ``(state, x_pos) -> (state, metrics)``.
+@attrs.frozen(eq=False)
+class UniformStarts:
+    """Fresh chain starts uniform in the data box, for runs without a buffer.
 
-    Args:
-        graphdef: the energy network's graph in training mode.
-        eval_graphdef: the same network in eval mode; MCMC chains run on it so
-            the sampled density is deterministic (no dropout noise).
-        sampler, loss, buffer: built components.
-        tx: the optax transformation.
-        num_steps: MCMC steps per update (static).
-        tunables: the sampler's numeric settings (default: its own).
-        axis_name: the mesh axis of data-parallel training (see
-            :mod:`ebmkit.distributed`); gradients and metrics are averaged over
-            it. ``None`` (default) for a step that sees the whole batch.
-
-    Returns:
-        An un-jitted pure function; wrap it in ``jax.jit`` (or scan it).
+    Attributes:
+        low, high: the box (``[-1, 1]`` without data bounds).
+        event_shape: shape of one sample.
     """
-    tunables = dict(sampler.tunables if tunables is None else tunables)
 
-    def step(state: TrainState, x_pos: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        key, loss_key = jax.random.split(state.rng_key)
-        frozen = jax.lax.stop_gradient(state.params)
+    low: Any
+    high: Any
+    event_shape: tuple[int, ...]
 
-        def sample_energy_fn(x):
-            return nnx.merge(eval_graphdef, frozen, state.rest)(x)
-
-        ctx = LossContext(
-            sampler=sampler,
-            num_steps=num_steps,
-            tunables=tunables,
-            sample_energy_fn=sample_energy_fn,
-            buffer=buffer,
-            buffer_state=state.buffer_state,
-        )
-
-        def loss_of(params):
-            box = {}
-
-            def energy_fn(x):
-                module = nnx.merge(graphdef, params, state.rest)
-                energy = module(x)
-                # Keep state the call updated (dropout counters, norm statistics).
-                box["rest"] = nnx.to_pure_dict(nnx.state(module, nnx.Not(nnx.Param)))
-                return energy
-
-            value, metrics, out_ctx = loss(loss_key, energy_fn, x_pos, ctx)
-            return value, (metrics, out_ctx.buffer_state, box.get("rest", state.rest))
-
-        (_, (metrics, buffer_state, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            state.params
-        )
-        if axis_name is not None:
-            # Each device saw an equal slice of the batch: the mean of the local
-            # gradients is the gradient of the global-batch loss, and every
-            # device then applies the same update to its copy of the parameters.
-            grads = jax.lax.pmean(grads, axis_name)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics)
-        if axis_name is not None:
-            metrics = {k: _mean_over(v, axis_name) for k, v in metrics.items()}
-        metrics["grad_norm"] = optax.tree.norm(grads)  # of the averaged gradient
-        return TrainState(params, rest, opt_state, buffer_state, key), metrics
-
-    return step
-
-
-def _mean_over(value: jax.Array, axis_name: str) -> jax.Array:
-    """A metric averaged over the devices (flags: true on any device)."""
-    value = jnp.asarray(value)
-    if value.dtype == jnp.bool_:
-        return jax.lax.pmax(value, axis_name)
-    if not jnp.issubdtype(value.dtype, jnp.floating):
-        value = value.astype(jnp.float32)
-    return jax.lax.pmean(value, axis_name)
-
-
-@functools.lru_cache(maxsize=32)
-def _jitted_train_step(graphdef, eval_graphdef, sampler, loss, buffer, tx, num_steps, static_tunables):
-    tunables = dict(static_tunables)
-    return jax.jit(
-        make_train_step(
-            graphdef, eval_graphdef, sampler=sampler, loss=loss, buffer=buffer, tx=tx,
-            num_steps=num_steps, tunables=tunables,
-        ),
-        donate_argnums=(0,),
-    )
+    def fresh(self, rng_key: jax.Array, n: int) -> jax.Array:
+        u = jax.random.uniform(rng_key, (n, *self.event_shape), jnp.float32)
+        return jnp.asarray(self.low, jnp.float32) + (jnp.asarray(self.high, jnp.float32) - jnp.asarray(self.low, jnp.float32)) * u
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_generate(eval_graphdef, sampler, buffer, n_samples, n_steps, static_tunables):
+def _jitted_generate(eval_graphdef, sampler, starts, n_samples, n_steps, static_tunables):
     def generate(params, rest, rng_key, advance, traced_tunables):
         # With ``advance`` the key is the model's own: split it here, in the
         # compiled program (an eager split costs a dispatch per call), and hand
@@ -236,25 +166,29 @@ def _jitted_generate(eval_graphdef, sampler, buffer, n_samples, n_steps, static_
         def energy_fn(x):
             return nnx.merge(eval_graphdef, params, rest)(x)
 
-        x0 = buffer.fresh(init_key, n_samples)
-        x, summary = run_chain(
-            chain_key, sampler, x0, energy_fn, n_steps, **dict(static_tunables), **traced_tunables
-        )
+        tunables = {**dict(static_tunables), **traced_tunables}
+        x0 = starts.fresh(init_key, n_samples)
+        adaptation = None
+        if isinstance(sampler, Adaptive):
+            # The adaptation phase of an adaptive sampler, on these chains.
+            warmup_key, chain_key = jax.random.split(chain_key)
+            x0, adaptation = warmup(warmup_key, sampler, x0, energy_fn, **tunables)
+        x, summary = run_chain(chain_key, sampler, x0, energy_fn, n_steps, adaptation=adaptation, **tunables)
         return x, summary, next_key
 
     return jax.jit(generate)
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_energy(eval_graphdef):
-    def energy(params, rest, x):
-        return nnx.merge(eval_graphdef, params, rest)(x)
-
-    def energy_and_score(params, rest, x):
-        e, g = per_row_energy_and_grad(lambda y: nnx.merge(eval_graphdef, params, rest)(y), x)
-        return e, -g
-
-    return jax.jit(energy), jax.jit(energy_and_score)
+def _resolve(config: Any) -> tuple[Config, tuple[int, ...] | None]:
+    if config is None or isinstance(config, (Config, Mapping, str)) or hasattr(config, "__fspath__"):
+        return (config if isinstance(config, Config) else load_config(config)), None
+    to_ebmkit = getattr(config, "to_ebmkit", None)
+    if to_ebmkit is None:
+        raise TypeError(
+            f"config must be an ebmkit Config, EBMConfig, DeepEBMConfig, a mapping or a file path; "
+            f"got {type(config).__name__}"
+        )
+    return to_ebmkit()
 
 
 class SampleBuffer:
@@ -265,6 +199,8 @@ class SampleBuffer:
     """
 
     def __init__(self, model: EBM):
+        if model._buffer is None:
+            raise AttributeError("this model has no replay buffer (its loss needs none)")
         self._model = model
 
     @property
@@ -286,7 +222,7 @@ class SampleBuffer:
         if value is None or len(value) == 0:
             self.clear()
             return
-        x = _check_batch(value, self._model.event_shape, "sample_buffer.buffer")
+        x = check_batch(value, self._model.event_shape, "sample_buffer.buffer")
         if len(x) > self.capacity:
             raise ValueError(f"sample_buffer.buffer: {len(x)} samples exceed the capacity {self.capacity}")
         self.clear()
@@ -308,21 +244,9 @@ class SampleBuffer:
         return f"SampleBuffer(filled={len(self)}, capacity={self.capacity})"
 
 
-def _resolve(config: Any) -> tuple[Config, tuple[int, ...] | None]:
-    if config is None or isinstance(config, (Config, Mapping, str)) or hasattr(config, "__fspath__"):
-        return (config if isinstance(config, Config) else load_config(config)), None
-    to_ebmkit = getattr(config, "to_ebmkit", None)
-    if to_ebmkit is None:
-        raise TypeError(
-            f"config must be an ebmkit Config, EBMConfig, DeepEBMConfig, a mapping or a file path; "
-            f"got {type(config).__name__}"
-        )
-    return to_ebmkit()
-
-
 class EBM(nnx.Module):
-    """An energy-based model ``p(x) ∝ exp(-E(x))`` with its sampler, loss,
-    replay buffer and optimiser.
+    """An energy-based model ``p(x) ∝ exp(-E(x))`` with the components its
+    config names (sampler, loss, replay buffer) and an optimiser.
 
     Args:
         config: an :class:`ebmkit.Config` (or a mapping/file for one), or the
@@ -331,10 +255,17 @@ class EBM(nnx.Module):
             ``nnx.Rngs(params=0, noise=1, sample=2)``). Defaults to the
             config's ``train.seed``.
         event_shape: the shape of one sample, e.g. ``(2,)`` or ``(28, 28, 1)``;
-            required unless the config implies it.
-        data_bounds: ``(low, high)`` of the data, for the buffer's fresh starts.
+            required unless ``data`` or the config implies it.
+        data_bounds: ``(low, high)`` of the data, for fresh chain starts.
         optimizer: overrides ``config.train.optimizer`` (a name or an optax
             transformation) for :meth:`train_step`.
+        data: the data's :class:`~ebmkit.types.BuildContext`
+            (``ebmkit.components.data_context(dataset)``): event shape, support,
+            bounds, labels, reference distribution. Components are checked
+            against it (:func:`~ebmkit.components.check_fits`).
+
+    Raises:
+        ConfigError: a component does not fit the data.
     """
 
     def __init__(
@@ -345,9 +276,12 @@ class EBM(nnx.Module):
         event_shape: tuple[int, ...] | None = None,
         data_bounds: tuple[float, float] | None = None,
         optimizer: str | optax.GradientTransformation | None = None,
+        data: BuildContext | None = None,
     ):
         run_config, implied_shape = _resolve(config)
         self.config = run_config
+        if event_shape is None and data is not None:
+            event_shape = data.event_shape
         if event_shape is None:
             event_shape = implied_shape or getattr(run_config.energy, "input_shape", None)
         if event_shape is None:
@@ -361,12 +295,23 @@ class EBM(nnx.Module):
         if not event_shape or any(d <= 0 for d in event_shape):
             raise ValueError(f"event_shape must be positive dimensions, got {event_shape}")
         self.event_shape = event_shape
+        if data is None:
+            data = BuildContext(event_shape=event_shape, bounds=data_bounds)
+        elif tuple(data.event_shape) != event_shape:
+            raise ValueError(f"event_shape {event_shape} differs from the data's {tuple(data.event_shape)}")
+        check_fits(run_config, data)
+        self.data = data
         rngs = rngs if rngs is not None else nnx.Rngs(run_config.train.seed)
 
-        self.energy_net = build_component(run_config.energy, event_shape=event_shape, rngs=rngs)
-        self._sampler = build_component(run_config.sampler)
-        self._loss = build_component(run_config.loss)
-        self._buffer = build_component(run_config.buffer, event_shape=event_shape, bounds=data_bounds)
+        self.energy_net = build_component(run_config.energy, data.replace(rngs=rngs))
+        self._sampler = build_component(run_config.sampler, data) if run_config.sampler is not None else None
+        self._loss = build_component(run_config.loss, data)
+        self._buffer = build_component(run_config.buffer, data) if run_config.buffer is not None else None
+        if self._buffer is not None and isinstance(self._buffer, FreshStarts):
+            self._starts = self._buffer
+        else:
+            low, high = data.bounds if data.bounds is not None else (-1.0, 1.0)
+            self._starts = UniformStarts(np.asarray(low, np.float32), np.asarray(high, np.float32), event_shape)
         train = run_config.train
         self._tx = make_optimizer(
             optimizer if optimizer is not None else train.optimizer,
@@ -379,15 +324,34 @@ class EBM(nnx.Module):
             ),
         )
         self.rng_key = KeyVar(_stream_key(rngs, "sample", "noise"))
-        self.buffer_state = _wrap(
-            self._buffer.init(self._next_key(), jnp.zeros(event_shape, jnp.float32)), BufferVar
+        self.buffer_state = (
+            _wrap(self._buffer.init(self._next_key(), jnp.zeros(event_shape, jnp.float32)), BufferVar)
+            if self._buffer is not None
+            else None
         )
-        self.opt_state = _wrap(self._tx.init(self._params_rest()[0]), OptVar)
+        self.loss_params = (
+            _wrap(self._loss.init_params(self._next_key(), data), LossParam)
+            if isinstance(self._loss, OwnsParameters) else None
+        )
+        self.loss_state = (
+            _wrap(self._loss.init_state(self._next_key(), data), LossStateVar)
+            if isinstance(self._loss, OwnsState) else None
+        )
+        self.sampler_state = (
+            _wrap(
+                self._sampler.init_adaptation(jnp.zeros((train.batch_size, *event_shape), jnp.float32)),
+                SamplerStateVar,
+            )
+            if self._sampler is not None and isinstance(self._sampler, Adaptive)
+            else None
+        )
+        self.opt_state = _wrap(self._tx.init((self._params_rest()[0], _unwrap(self.loss_params))), OptVar)
 
     # -- components ----------------------------------------------------------------
 
     @property
     def sampler(self) -> Any:
+        """The bound sampler, or ``None`` when the run has none."""
         return self._sampler
 
     @property
@@ -395,12 +359,26 @@ class EBM(nnx.Module):
         return self._loss
 
     @property
+    def buffer(self) -> Any:
+        """The replay buffer, or ``None`` when the run has none."""
+        return self._buffer
+
+    @property
     def sample_buffer(self) -> SampleBuffer:
         return SampleBuffer(self)
 
     @property
     def num_steps(self) -> int:
-        return int(self._sampler.num_steps)
+        """K, the sampler's chain length (0 without a sampler)."""
+        return int(self._sampler.num_steps) if self._sampler is not None else 0
+
+    def _require_sampler(self, what: str) -> Any:
+        if self._sampler is None:
+            raise ValueError(
+                f"{what}: this model has no sampler (its loss {type(self._loss).__name__} needs none); "
+                'set sampler = "langevin" (or another) in the config to draw samples'
+            )
+        return self._sampler
 
     def _next_key(self) -> jax.Array:
         key, sub = jax.random.split(self.rng_key.get_value())
@@ -408,29 +386,18 @@ class EBM(nnx.Module):
         return sub
 
     def _graphdefs(self) -> tuple[Any, Any]:
-        graphdef = nnx.graphdef(self.energy_net)
-        # nnx.view walks and copies the module: remember its graphdef per
-        # training graphdef (equal structure gives an equal eval structure).
-        eval_graphdef = _EVAL_GRAPHDEFS.get(graphdef)
-        if eval_graphdef is None:
-            eval_graphdef = nnx.graphdef(_eval_view(self.energy_net))
-            if len(_EVAL_GRAPHDEFS) > 64:
-                _EVAL_GRAPHDEFS.clear()
-            _EVAL_GRAPHDEFS[graphdef] = eval_graphdef
-        return graphdef, eval_graphdef
+        return graphdefs(self.energy_net)
 
     def _params_rest(self) -> tuple[Any, Any]:
-        # Pure nested dicts of arrays: plain pytrees for jit, optax and storage.
-        _, params, rest = nnx.split(self.energy_net, nnx.Param, ...)
-        return nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+        return split_energy(self.energy_net)
 
     # -- energy and score ----------------------------------------------------------
 
     def energy(self, x: Any) -> jax.Array:
         """``E(x)`` for a batch ``x[B, *event_shape]`` (eval mode, compiled once)."""
-        x = _check_batch(x, self.event_shape, "energy(x)")
+        x = check_batch(x, self.event_shape, "energy(x)")
         params, rest = self._params_rest()
-        return _jitted_energy(self._graphdefs()[1])[0](params, rest, x)
+        return energy_programs(self._graphdefs()[1])[0](params, rest, x)
 
     def score(self, x: Any) -> jax.Array:
         """``-∇ₓE(x)``, the score of the model density, per row."""
@@ -438,9 +405,9 @@ class EBM(nnx.Module):
 
     def __call__(self, x: Any) -> dict[str, jax.Array]:
         """``{"energy": E[B], "score": -∇E[B, *event]}``."""
-        x = _check_batch(x, self.event_shape, "model(x)")
+        x = check_batch(x, self.event_shape, "model(x)")
         params, rest = self._params_rest()
-        energy, score = _jitted_energy(self._graphdefs()[1])[1](params, rest, x)
+        energy, score = energy_programs(self._graphdefs()[1])[1](params, rest, x)
         return {"energy": energy, "score": score}
 
     # -- sampling ------------------------------------------------------------------
@@ -459,8 +426,10 @@ class EBM(nnx.Module):
     ) -> jax.Array:
         """Draw ``n_samples`` by running fresh chains for ``n_steps`` steps.
 
-        Chains start from the buffer's init distribution. One compiled program
-        per ``(n_samples, shape, n_steps)``: new step sizes reuse it.
+        Chains start from the buffer's init distribution (uniform in the data
+        box without a buffer); an adaptive sampler first runs its adaptation
+        phase on them. One compiled program per ``(n_samples, shape,
+        n_steps)``: new step sizes reuse it.
 
         Args:
             n_samples: number of chains (> 0).
@@ -471,10 +440,12 @@ class EBM(nnx.Module):
             preset: ``quick``, ``standard`` or ``quality``: the guide's chain
                 length, step size and noise (explicit arguments win).
             return_info: also return the chain summary.
-        """
-        if preset is not None:
-            from ebmkit.guide import sampling_preset
 
+        Raises:
+            ValueError: bad arguments, or the model has no sampler.
+        """
+        sampler = self._require_sampler("generate")
+        if preset is not None:
             p = sampling_preset(preset)
             n_steps = p["n_steps"] if n_steps is None else n_steps
             step_size = p["step_size"] if step_size is None else step_size
@@ -489,13 +460,13 @@ class EBM(nnx.Module):
         if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
             raise ValueError(f"generate: n_steps must be an integer >= 0, got {n_steps!r}")
         try:
-            tunables = tunables_for(self._sampler, {"step_size": step_size, "noise_scale": noise_scale})
+            tunables = tunables_for(sampler, {"step_size": step_size, "noise_scale": noise_scale})
         except TypeError as exc:
             raise ValueError(f"generate: {exc}") from None
         traced, static = _split_tunables(tunables)
         own_key = rng_key is None
         params, rest = self._params_rest()
-        fn = _jitted_generate(self._graphdefs()[1], self._sampler, self._buffer, int(n_samples), int(n_steps), static)
+        fn = _jitted_generate(self._graphdefs()[1], sampler, self._starts, int(n_samples), int(n_steps), static)
         x, summary, next_key = fn(params, rest, self.rng_key.get_value() if own_key else rng_key, own_key, traced)
         if own_key:
             self.rng_key.set_value(next_key)
@@ -505,10 +476,12 @@ class EBM(nnx.Module):
         """``n_samples`` stored chain states drawn (with replacement) from filled slots.
 
         Raises:
-            RuntimeError: the buffer is empty (train first).
+            RuntimeError: the buffer is empty (train first), or there is none.
         """
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples <= 0:
             raise ValueError(f"sample_from_buffer: n_samples must be a positive integer, got {n_samples!r}")
+        if self._buffer is None:
+            raise RuntimeError("sample_from_buffer: this model has no replay buffer (its loss needs none)")
         state = _unwrap(self.buffer_state)
         filled = np.flatnonzero(np.asarray(state.filled))
         if filled.size == 0:
@@ -523,44 +496,57 @@ class EBM(nnx.Module):
         """The current state as a pytree of arrays (for pure training loops)."""
         params, rest = self._params_rest()
         return TrainState(
-            params, rest, _unwrap(self.opt_state), _unwrap(self.buffer_state), self.rng_key.get_value()
+            energy_params=params,
+            energy_state=rest,
+            loss_params=_unwrap(self.loss_params),
+            loss_state=_unwrap(self.loss_state),
+            opt_state=_unwrap(self.opt_state),
+            buffer_state=_unwrap(self.buffer_state),
+            sampler_state=_unwrap(self.sampler_state),
+            rng_key=self.rng_key.get_value(),
         )
 
     def load_train_state(self, state: TrainState) -> None:
         """Write a state produced by :meth:`train_step_fn` back into the module."""
-        nnx.update(self.energy_net, state.params, state.rest)
+        nnx.update(self.energy_net, state.energy_params, state.energy_state)
+        self.loss_params = _wrap(state.loss_params, LossParam)
+        self.loss_state = _wrap(state.loss_state, LossStateVar)
         self.opt_state = _wrap(state.opt_state, OptVar)
         self.buffer_state = _wrap(state.buffer_state, BufferVar)
+        self.sampler_state = _wrap(state.sampler_state, SamplerStateVar)
         self.rng_key.set_value(state.rng_key)
 
     def train_step_fn(self, *, jit: bool = True):
-        """The compiled pure step ``(TrainState, x) -> (TrainState, metrics)``."""
+        """The compiled pure step ``(TrainState, batch) -> (TrainState, metrics)``."""
         graphdef, eval_graphdef = self._graphdefs()
         if jit:
-            return _jitted_train_step(
+            static = None if self._sampler is None else tuple(sorted(self._sampler.tunables.items()))
+            return jitted_train_step(
                 graphdef, eval_graphdef, self._sampler, self._loss, self._buffer, self._tx,
-                self.num_steps, tuple(sorted(self._sampler.tunables.items())),
+                self.num_steps if self._sampler is not None else None, static, self.data,
             )
         return make_train_step(
             graphdef, eval_graphdef, sampler=self._sampler, loss=self._loss, buffer=self._buffer,
-            tx=self._tx, num_steps=self.num_steps,
+            tx=self._tx, data=self.data,
         )
 
     def train_step(self, batch: Any) -> dict[str, jax.Array]:
         """One real update of the parameters with the model's own optimiser.
 
         Args:
-            batch: ``x[B, *event_shape]`` or a dict with an ``image`` or ``data`` entry.
+            batch: ``x[B, *event_shape]``, ``(x, y)`` with labels ``y[B]``, or a
+                dict with an ``image`` or ``data`` entry (and ``label``).
 
         Returns:
-            The metrics dict (``loss``, ``real_energy_mean``, ``fake_energy_mean``,
-            ``energy_gap``, ...), as device scalars (no host sync).
+            The metrics dict (``loss`` and what the loss declares), as device
+            scalars (no host sync).
         """
-        raw = batch_from(batch)
-        x = _check_batch(raw, self.event_shape, "train_step(batch)")
+        raw = batch_from(batch[0] if isinstance(batch, tuple) else batch)
+        x = check_batch(raw, self.event_shape, "train_step(batch)")
         _check_finite(raw, "train_step(batch)")
+        y = _labels_of(batch, x.shape[0], "train_step(batch)")
         step = self.train_step_fn()
-        state, metrics = step(self.train_state(), x)
+        state, metrics = step(self.train_state(), Batch(x, y))
         self.load_train_state(state)
         return metrics
 

@@ -1,7 +1,7 @@
 """The pluggy plugin manager for host-side hooks (``ebmkit.plugins`` entry points).
 
 Hook plugins are loaded one entry point at a time so that one broken plugin
-cannot take ebmkit down (llm issue #1280) yet is never hidden either. A plugin is
+cannot take ebmkit down yet is never hidden either. A plugin is
 rejected when
 
 * importing it raises,
@@ -30,10 +30,10 @@ import attrs
 import pluggy
 
 from ebmkit import hookspecs
-from ebmkit._suggest import did_you_mean
 from ebmkit.errors import PluginLoadError
 from ebmkit.hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME
 from ebmkit.registry import LOCAL_DIST, disabled_dists, normalize_dist
+from ebmkit.suggest import did_you_mean
 
 __all__ = [
     "EbmkitPluginWarning",

@@ -1,22 +1,13 @@
 """Component registries resolved from Python entry points.
 
-Each kind of component has one registry backed by one entry-point group:
-
-========  ===================
-kind      entry-point group
-========  ===================
-energy    ``ebmkit.energies``
-sampler   ``ebmkit.samplers``
-buffer    ``ebmkit.buffers``
-loss      ``ebmkit.losses``
-dataset   ``ebmkit.datasets``
-========  ===================
+Each kind of component (:mod:`ebmkit.kinds`) has one registry backed by one
+entry-point group (``ebmkit.energies``, ``ebmkit.samplers``, ...).
 
 The entry-point name is the string users write in configs; its value points to a
 :class:`ComponentSpec`. ebmkit's built-ins are declared in ebmkit's own
 ``pyproject.toml`` exactly like a third party's, and the core never imports them.
 
-Rules (see DESIGN.md):
+Rules (docs/plugins.md and docs/architecture.md say more):
 
 * Listing reads entry-point metadata only; a component's module is imported when
   it is selected, then validated and cached.
@@ -43,14 +34,17 @@ from typing import Any
 
 import attrs
 
-from ebmkit._suggest import close_matches
-from ebmkit.config.base import KIND_BASES, ComponentConfig, kind_of_config
+from ebmkit import kinds as _kinds
+from ebmkit.config.base import ComponentConfig
 from ebmkit.errors import (
     ComponentConflictError,
     InvalidComponentError,
     PluginLoadError,
     UnknownComponentError,
 )
+from ebmkit.kinds import kind_of_config
+from ebmkit.suggest import close_matches
+from ebmkit.types import LOSS_SLOTS, SUPPORT_KINDS, Batch, BuildContext
 
 __all__ = [
     "API_VERSION",
@@ -62,6 +56,7 @@ __all__ = [
     "Registry",
     "get_registry",
     "get_spec",
+    "spec_of",
     "register",
     "overlay",
     "listing",
@@ -71,16 +66,14 @@ __all__ = [
 ]
 
 #: The plugin API version this ebmkit writes and the versions it can load.
-API_VERSION = 1
-SUPPORTED_API_VERSIONS = frozenset({1})
+#: API 2: every ``build(config, ctx)`` gets a :class:`~ebmkit.types.BuildContext`;
+#: losses get a :class:`~ebmkit.types.Batch`. API 1 specs (``build(config,
+#: *, event_shape, ...)``, losses on ``x``) still load, adapted in :meth:`ComponentSpec.create`.
+API_VERSION = 2
+SUPPORTED_API_VERSIONS = frozenset({1, 2})
 
-KIND_GROUPS: dict[str, str] = {
-    "energy": "ebmkit.energies",
-    "sampler": "ebmkit.samplers",
-    "buffer": "ebmkit.buffers",
-    "loss": "ebmkit.losses",
-    "dataset": "ebmkit.datasets",
-}
+#: ``{kind: entry-point group}``, read from :data:`ebmkit.kinds.KINDS`.
+KIND_GROUPS: dict[str, str] = dict(_kinds.groups())
 
 #: Distribution name shown for components registered in-process.
 LOCAL_DIST = "local"
@@ -107,16 +100,23 @@ class ComponentSpec:
     """What a plugin's entry point points to.
 
     Attributes:
-        kind: one of ``energy``, ``sampler``, ``buffer``, ``loss``, ``dataset``.
+        kind: one of the kinds of :mod:`ebmkit.kinds` (``energy``, ``sampler``,
+            ``buffer``, ``loss``, ``dataset``).
         name: the config string; must equal the entry-point name.
         config: an attrs config class deriving from the kind's base config.
-        build: builds the component from a config; the context it receives
-            depends on the kind (see :mod:`ebmkit.types`):
-            ``energy``: ``build(config, *, event_shape, rngs) -> nnx.Module``;
-            ``buffer``: ``build(config, *, event_shape, bounds) -> Buffer``;
-            ``sampler``, ``loss``, ``dataset``: ``build(config)``.
+        build: ``build(config, ctx) -> component``, ``ctx`` a
+            :class:`~ebmkit.types.BuildContext` (see :mod:`ebmkit.kinds` for
+            what each kind returns). Call it through :meth:`create`.
         summary: one line shown by ``ebmkit plugins``.
         api: the plugin API version the spec was written for.
+        supports: the data supports (``continuous``, ``binary``,
+            ``categorical``) the component works on; ``None`` takes the kind's
+            default (samplers and buffers: continuous; others: any). A run on
+            data it does not support is a config error.
+        needs: losses only: the slots the loss uses, a subset of
+            ``("sampler", "buffer", "labels")``, or a function of the config
+            returning one. ``None`` means ``("sampler", "buffer")``. Slots
+            nobody needs are not built, saved or checkpointed.
     """
 
     kind: str
@@ -125,6 +125,61 @@ class ComponentSpec:
     build: Callable[..., Any]
     summary: str = ""
     api: int = API_VERSION
+    supports: tuple[str, ...] | None = attrs.field(default=None, converter=lambda v: tuple(v) if isinstance(v, list) else v)
+    needs: tuple[str, ...] | Callable[[Any], Any] | None = None
+
+    def supported(self) -> tuple[str, ...]:
+        """The data supports this component accepts (declared or the kind's default)."""
+        return self.supports if self.supports is not None else _kinds.get_kind(self.kind).default_supports
+
+    def needs_of(self, config: Any) -> frozenset[str]:
+        """The slots a loss built from ``config`` uses (empty for other kinds)."""
+        if self.kind != "loss":
+            return frozenset()
+        needs = self.needs
+        if needs is None:
+            return frozenset({"sampler", "buffer"})
+        if callable(needs):
+            needs = needs(config)
+        return frozenset(needs)
+
+    def create(self, config: Any, ctx: BuildContext | None = None) -> Any:
+        """Build the component from ``config`` in context ``ctx``.
+
+        The one entry to ``build``: it checks that ``config`` belongs to this
+        spec (so no ``build`` needs its own guard) and adapts API 1 specs.
+
+        Raises:
+            TypeError: ``config`` is not an instance of ``self.config``.
+        """
+        if not isinstance(config, self.config):
+            raise TypeError(
+                f"{self.kind} {self.name!r} is built from a {self.config.__qualname__}, "
+                f"got {type(config).__qualname__}"
+            )
+        ctx = ctx if ctx is not None else BuildContext()
+        if self.api >= 2:
+            return self.build(config, ctx)
+        if self.kind == "energy":
+            return self.build(config, event_shape=ctx.event_shape, rngs=ctx.rngs)
+        if self.kind == "buffer":
+            return self.build(config, event_shape=ctx.event_shape, bounds=ctx.bounds)
+        built = self.build(config)
+        return _ApiOneLoss(built) if self.kind == "loss" else built
+
+
+class _ApiOneLoss:
+    """An API 1 loss (``loss(key, energy_fn, x_pos, ctx)``) called with a Batch."""
+
+    def __init__(self, loss: Callable[..., Any]):
+        self.loss = loss
+
+    def __call__(self, rng_key: Any, energy_fn: Any, batch: Any, ctx: Any) -> Any:
+        x = batch.x if isinstance(batch, Batch) else batch
+        return self.loss(rng_key, energy_fn, x, ctx)
+
+    def __repr__(self) -> str:
+        return repr(self.loss)
 
 
 @attrs.frozen
@@ -182,7 +237,16 @@ def validate_spec(spec: Any, *, kind: str, name: str, where: str) -> ComponentSp
             f"was written for plugin API version {spec.api!r}; this ebmkit supports "
             f"{sorted(SUPPORTED_API_VERSIONS)} (upgrade ebmkit or the plugin)"
         )
-    base = KIND_BASES.get(kind)
+    if spec.supports is not None:
+        unknown = sorted(set(spec.supports) - set(SUPPORT_KINDS))
+        if unknown or not spec.supports:
+            problems.append(f"supports {spec.supports!r} must be a non-empty subset of {SUPPORT_KINDS}")
+    if spec.needs is not None:
+        if spec.kind != "loss":
+            problems.append("only losses declare needs")
+        elif not callable(spec.needs) and set(spec.needs) - set(LOSS_SLOTS):
+            problems.append(f"needs {spec.needs!r} must be a subset of {LOSS_SLOTS}")
+    base = _kinds.get_kind(kind).config_base if kind in KIND_GROUPS else None
     if not (isinstance(spec.config, type) and attrs.has(spec.config)):
         problems.append(f"config {spec.config!r} is not an attrs class")
     elif base is not None and not issubclass(spec.config, base):
@@ -498,6 +562,20 @@ def get_registry(kind: str) -> Registry:
 def get_spec(kind: str, name: str) -> ComponentSpec:
     """Shorthand for ``get_registry(kind).get(name)``."""
     return get_registry(kind).get(name)
+
+
+def spec_of(config: ComponentConfig) -> ComponentSpec:
+    """The spec whose config class ``config`` is an instance of.
+
+    Raises:
+        TypeError: ``config`` is not a component config.
+        UnknownComponentError: no registered component uses its class.
+    """
+    kind = kind_of_config(type(config))
+    if kind is None:
+        raise TypeError(f"{type(config).__name__} is not a component config")
+    reg = get_registry(kind)
+    return reg.load(reg.provider_of_config(type(config)))
 
 
 def register(spec: ComponentSpec, *, replace: bool = False) -> ComponentSpec:

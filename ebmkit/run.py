@@ -1,6 +1,6 @@
 """Reopen a finished (or interrupted) training run from its directory.
 
-A run directory, as :class:`~ebmkit.trainer.Trainer` writes it, holds
+A run directory, as :class:`~ebmkit.training.Trainer` writes it, holds
 ``config.toml`` (the resolved config), ``checkpoints/<step>/`` and
 ``metrics.jsonl``. :func:`open_run` rebuilds the data set and the model from
 the config and loads the latest checkpoint into the model, so the model can be
@@ -17,17 +17,12 @@ from typing import Any
 import attrs
 import numpy as np
 
-from ebmkit.checkpoint import CheckpointError
 from ebmkit.config import Config, load_config
-from ebmkit.errors import EbmkitError
+from ebmkit.errors import CheckpointError, RunError
 
 __all__ = ["Run", "RunError", "open_run", "diagnosis_notes", "jsonable"]
 
 PathLike = str | os.PathLike[str]
-
-
-class RunError(EbmkitError):
-    """A run directory is missing or does not hold a run."""
 
 
 @attrs.define(eq=False)
@@ -40,7 +35,7 @@ class Run:
         dataset: the data set the config names.
         model: the :class:`~ebmkit.EBM` with the checkpoint's parameters,
             optimiser state, replay buffer and key loaded.
-        trainer: a :class:`~ebmkit.trainer.Trainer` on the run (hooks off);
+        trainer: a :class:`~ebmkit.training.Trainer` on the run (hooks off);
             ``trainer.fit(resume=True)`` would continue training.
         step: the training step of the loaded checkpoint.
     """
@@ -118,7 +113,7 @@ def open_run(run_dir: PathLike, *, step: int | None = None) -> Run:
     """Rebuild the data set and model of a run and load its checkpoint.
 
     Args:
-        run_dir: a directory written by :class:`~ebmkit.trainer.Trainer`
+        run_dir: a directory written by :class:`~ebmkit.training.Trainer`
             (``ebmkit train --out``).
         step: the checkpoint to load (default: the latest).
 
@@ -129,9 +124,9 @@ def open_run(run_dir: PathLike, *, step: int | None = None) -> Run:
         CheckpointError: no checkpoint, an unreadable one, or one that does not
             fit the config.
     """
-    from ebmkit.components import build_dataset, spec_for
+    from ebmkit.components import build_dataset, data_context, spec_for
     from ebmkit.model import EBM
-    from ebmkit.trainer import Trainer
+    from ebmkit.training import Trainer
 
     path = Path(run_dir)
     if not path.exists():
@@ -154,7 +149,7 @@ def open_run(run_dir: PathLike, *, step: int | None = None) -> Run:
     except ImportError as exc:  # an optional dependency of the data set (e.g. scikit-learn)
         name = spec_for(config.dataset).name
         raise RunError(f"cannot build the data set {name!r} of {config_path}: {exc}") from exc
-    model = EBM(config, event_shape=dataset.event_shape, data_bounds=dataset.bounds)
+    model = EBM(config, data=data_context(dataset))
     trainer = Trainer(model, dataset, run_dir=path, hooks=False)
     loaded = trainer.restore(step)
     model.load_train_state(trainer.state)
@@ -162,40 +157,47 @@ def open_run(run_dir: PathLike, *, step: int | None = None) -> Run:
 
 
 def diagnosis_notes(report: dict[str, float], bounds: tuple[float, float] | None = None) -> list[tuple[str, str, str]]:
-    """``(quantity, value, verdict)`` rows that explain a :func:`~ebmkit.evaluate.diagnose` report."""
-    gap = report["energy_gap"]
-    drop = report["mcmc_decrease"]
-    low, high = report["sample_min"], report["sample_max"]
-    rows = [
-        ("real energy (data)", f"{report['real_energy']:.4g}", ""),
-        ("fake energy (samples)", f"{report['fake_energy']:.4g}", ""),
-        (
-            "energy gap (fake - real)",
-            f"{gap:+.4g}",
-            "ok: samples sit higher than data" if gap > 0
-            else "check: samples reach lower energy than data (sampler too strong or model collapsed)",
-        ),
-        (
-            "MCMC energy decrease",
-            f"{drop:+.4g}",
-            "ok: chains move downhill" if drop > 0
-            else "check: chains do not lower the energy (step size? energy too flat?)",
-        ),
-        (
-            "buffer usage",
-            f"{report['buffer_usage']:.0%}",
-            "filled slots of the replay buffer; grows towards 100% under PCD",
-        ),
-    ]
-    if bounds is not None:
-        inside = bounds[0] <= low and high <= bounds[1]
-        verdict = (f"ok: inside the data bounds [{bounds[0]:g}, {bounds[1]:g}]" if inside
-                   else f"check: leaves the data bounds [{bounds[0]:g}, {bounds[1]:g}]")
+    """``(quantity, value, verdict)`` rows that explain a :func:`~ebmkit.evaluate.diagnose` report.
+
+    Only what the report holds is judged: a model trained without a sampler
+    or a replay buffer has no chains and no buffer to speak of.
+    """
+    rows = [("real energy (data)", f"{report['real_energy']:.4g}", "")]
+    if "fake_energy" in report:
+        gap = report["energy_gap"]
+        drop = report["mcmc_decrease"]
+        rows += [
+            ("fake energy (samples)", f"{report['fake_energy']:.4g}", ""),
+            (
+                "energy gap (fake - real)",
+                f"{gap:+.4g}",
+                "ok: samples sit higher than data" if gap > 0
+                else "check: samples reach lower energy than data (sampler too strong or model collapsed)",
+            ),
+            (
+                "MCMC energy decrease",
+                f"{drop:+.4g}",
+                "ok: chains move downhill" if drop > 0
+                else "check: chains do not lower the energy (step size? energy too flat?)",
+            ),
+        ]
+    if "buffer_usage" in report:
+        rows.append(
+            ("buffer usage", f"{report['buffer_usage']:.0%}", "filled slots of the replay buffer; grows towards 100% under PCD")
+        )
+    if "sample_min" in report:
+        low, high = report["sample_min"], report["sample_max"]
+        if bounds is not None:
+            inside = bounds[0] <= low and high <= bounds[1]
+            verdict = (f"ok: inside the data bounds [{bounds[0]:g}, {bounds[1]:g}]" if inside
+                       else f"check: leaves the data bounds [{bounds[0]:g}, {bounds[1]:g}]")
+        else:
+            verdict = ""
+        rows.append(("sample range", f"[{low:.4g}, {high:.4g}]", verdict))
+        bad = report.get("non_finite_fraction", 0.0)
+        rows.append(("non-finite chains", f"{bad:.0%}", "ok" if bad == 0 else "check: NaN/inf in the chains"))
     else:
-        verdict = ""
-    rows.append(("sample range", f"[{low:.4g}, {high:.4g}]", verdict))
-    bad = report.get("non_finite_fraction", 0.0)
-    rows.append(("non-finite chains", f"{bad:.0%}", "ok" if bad == 0 else "check: NaN/inf in the chains"))
+        rows.append(("samples", "n/a", "the model has no sampler (set one in the config to draw samples)"))
     return rows
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import ebmkit
 from ebmkit.components import build_dataset
-from ebmkit.trainer import Trainer
+from ebmkit.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))

@@ -12,6 +12,8 @@ import ebmkit
 from ebmkit.components import build_dataset
 from ebmkit.evaluate import grid_nll
 from ebmkit.model import _jitted_generate
+from ebmkit.training import make_loss_context
+from ebmkit.types import Batch
 
 SMALL = {
     "energy": {"name": "mlp", "hidden_dims": [32, 32]},
@@ -38,7 +40,7 @@ def _leaves_are_arrays(tree):
 
 def test_assemble_builds_every_component(model):
     assert model.event_shape == (2,)
-    assert type(model.sampler).__module__ == "ebmkit_builtins.langevin"
+    assert type(model.sampler).__module__ == "ebmkit_builtins.samplers.langevin"
     assert model.num_steps == 5
     assert model.sample_buffer.capacity == 256
     assert len(model.sample_buffer.buffer) == 0
@@ -58,9 +60,9 @@ def test_energy_and_score_shapes_and_score_is_minus_gradient(model, points):
 
 
 def test_train_step_updates_parameters_and_fills_buffer(model, points):
-    before = jax.tree.map(np.asarray, model.train_state().params)
+    before = jax.tree.map(np.asarray, model.train_state().energy_params)
     metrics = model.train_step(points)
-    after = model.train_state().params
+    after = model.train_state().energy_params
     changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)]
     assert all(changed)
     for key in ("loss", "real_energy_mean", "fake_energy_mean", "energy_gap"):
@@ -123,20 +125,17 @@ def test_negatives_are_detached(points):
     key = jax.random.key(3)
 
     def energy_of(params):
-        return lambda y: nnx.merge(graphdef, params, state.rest)(y)
+        return lambda y: nnx.merge(graphdef, params, state.energy_state)(y)
 
-    ctx = ebmkit.types.LossContext(
-        sampler=m.sampler, num_steps=m.num_steps, tunables=dict(m.sampler.tunables),
-        sample_energy_fn=energy_of(state.params), buffer=None, buffer_state=None,
-    )
-    grads = jax.grad(lambda p: loss(key, energy_of(p), x, ctx)[0])(state.params)
+    ctx = make_loss_context(sampler=m.sampler, sample_energy_fn=energy_of(state.energy_params))
+    grads = jax.grad(lambda p: loss(key, energy_of(p), Batch(x), ctx)[0])(state.energy_params)
     x_neg, _, _ = loss.negatives(key, x, ctx)
 
     def fixed(p):
         e_pos, e_neg = energy_of(p)(x), energy_of(p)(x_neg)
         return e_pos.mean() - e_neg.mean() + 0.1 * (jnp.mean(e_pos**2) + jnp.mean(e_neg**2))
 
-    expected = jax.grad(fixed)(state.params)
+    expected = jax.grad(fixed)(state.energy_params)
     for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
 

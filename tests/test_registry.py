@@ -201,7 +201,7 @@ def test_third_party_mlp_conflicts_with_the_builtin_but_nothing_else(install):
     "ebmkit-jax:mlp" still selects the built-in, every other name is untouched."""
     names = {kind: registry.get_registry(kind).names() for kind in registry.KIND_GROUPS}
     before = {(k, n): registry.get_registry(k).resolve(n) for k, ns in names.items() for n in ns}
-    assert before[("energy", "mlp")].target == "ebmkit_builtins.mlp:spec"
+    assert before[("energy", "mlp")].target == "ebmkit_builtins.energies.mlp:spec"
 
     mod = unique("thirdparty_mlp")
     install("fancy-nets", "4.2.0", {"ebmkit.energies": {"mlp": f"{mod}:spec"}},
@@ -210,7 +210,7 @@ def test_third_party_mlp_conflicts_with_the_builtin_but_nothing_else(install):
     with pytest.raises(ComponentConflictError) as info:
         ebmkit.get_spec("energy", "mlp")
     message = str(info.value)
-    for part in ("ebmkit-jax 0.1.0", "ebmkit_builtins.mlp:spec", "fancy-nets 4.2.0",
+    for part in (f"ebmkit-jax {ebmkit.__version__}", "ebmkit_builtins.energies.mlp:spec", "fancy-nets 4.2.0",
                  "'ebmkit-jax:mlp'", "'fancy-nets:mlp'", "EBMKIT_DISABLE_PLUGINS"):
         assert part in message
     with pytest.raises(ConfigError) as cfg_info:
@@ -218,7 +218,7 @@ def test_third_party_mlp_conflicts_with_the_builtin_but_nothing_else(install):
     assert "fancy-nets 4.2.0" in str(cfg_info.value) and "ebmkit-jax" in str(cfg_info.value)
 
     builtin = ebmkit.get_spec("energy", "ebmkit-jax:mlp")
-    assert builtin.name == "mlp" and builtin.config.__module__ == "ebmkit_builtins.mlp"
+    assert builtin.name == "mlp" and builtin.config.__module__ == "ebmkit_builtins.energies.mlp"
     assert type(structure("ebmkit-jax:mlp", EnergyConfig)) is builtin.config
     assert ebmkit.get_spec("energy", "fancy-nets:mlp").config.__module__ == mod
 

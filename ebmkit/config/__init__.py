@@ -1,7 +1,13 @@
-"""Configuration: frozen attrs classes, one cattrs converter, TOML/JSON io."""
+"""Configuration: frozen attrs classes, one cattrs converter, TOML/JSON io.
+
+* :mod:`ebmkit.config.base`: :func:`config_class` and the config base of each kind.
+* :mod:`ebmkit.config.validators`: field validators for built-ins and plugins.
+* :mod:`ebmkit.config.converter`: the one converter every config goes through.
+* :mod:`ebmkit.config.schema`: the run's :class:`Config`.
+* :mod:`ebmkit.config.io`: files, overrides and dumps.
+"""
 
 from ebmkit.config.base import (
-    KIND_BASES,
     BufferConfig,
     ComponentConfig,
     ConfigBase,
@@ -9,19 +15,11 @@ from ebmkit.config.base import (
     EnergyConfig,
     LossConfig,
     SamplerConfig,
-    as_tuple,
     config_class,
-    finite,
-    non_negative,
-    non_negative_int,
-    one_of,
-    optional,
-    positive,
-    positive_int,
-    positive_ints,
-    probability,
 )
 from ebmkit.config.converter import (
+    AUTO,
+    NONE,
     component_field,
     component_name,
     converter,
@@ -36,10 +34,26 @@ from ebmkit.config.io import (
     read_config_file,
 )
 from ebmkit.config.schema import DEFAULT_COMPONENTS, Config, DistributedConfig, TrainConfig
+from ebmkit.config.validators import (
+    as_tuple,
+    box,
+    finite,
+    in_range,
+    non_negative,
+    non_negative_int,
+    one_of,
+    optional,
+    positive,
+    positive_int,
+    positive_ints,
+    probability,
+)
 
 __all__ = [
-    "KIND_BASES",
+    "AUTO",
+    "NONE",
     "as_tuple",
+    "box",
     "BufferConfig",
     "ComponentConfig",
     "Config",
@@ -58,15 +72,16 @@ __all__ = [
     "converter",
     "dump_config",
     "finite",
+    "in_range",
     "load_config",
     "non_negative",
+    "non_negative_int",
     "one_of",
     "optional",
     "parse_override",
     "positive",
     "positive_int",
     "positive_ints",
-    "non_negative_int",
     "probability",
     "read_config_file",
     "structure",

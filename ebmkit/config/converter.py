@@ -13,6 +13,7 @@ Grammar:
   without ``name`` keeps the slot's default component. ``name`` may be
   provider-qualified (``"ebmkit-jax:mlp"``). A table may carry ``provider``
   (``"dist version"``) as written by :func:`dump_config`.
+* An optional slot (sampler, buffer) may be ``"none"``: nothing is built.
 * Scalars are strict: ``"3"`` is not an int and ``"false"`` is not a bool.
 """
 
@@ -29,8 +30,7 @@ import attrs
 import cattrs
 from cattrs.errors import BaseValidationError
 
-from ebmkit._suggest import did_you_mean
-from ebmkit.config.base import KIND_BASES, ComponentConfig, ConfigBase, kind_of_config
+from ebmkit.config.base import ComponentConfig, ConfigBase
 from ebmkit.errors import (
     ComponentConflictError,
     ConfigError,
@@ -38,8 +38,35 @@ from ebmkit.errors import (
     PluginLoadError,
     UnknownComponentError,
 )
+from ebmkit.suggest import did_you_mean
 
-__all__ = ["converter", "structure", "unstructure", "component_name", "component_field"]
+__all__ = ["converter", "structure", "unstructure", "component_name", "component_field", "AUTO", "NONE"]
+
+#: A component slot left for the run to fill: its default component when the
+#: loss needs the slot, else empty (see :class:`ebmkit.config.Config`).
+AUTO = "auto"
+#: The string that leaves an optional slot empty.
+NONE = "none"
+
+
+# ebmkit.kinds imports the config bases, so it is imported here on first use.
+def get_kind(name: str) -> Any:
+    from ebmkit.kinds import get_kind as _get_kind
+
+    return _get_kind(name)
+
+
+def kind_of_config(cls: type) -> str | None:
+    from ebmkit.kinds import kind_of_config as _kind_of_config
+
+    return _kind_of_config(cls)
+
+
+@functools.cache
+def _kind_bases() -> tuple[type, ...]:
+    from ebmkit.kinds import KINDS
+
+    return tuple(k.config_base for k in KINDS)
 
 
 class _Problems(Exception):
@@ -235,7 +262,7 @@ def _structure_component(value: Any, base: type[ComponentConfig], path: str, def
 def _structure_config(value: Any, cls: type, path: str) -> Any:
     if isinstance(value, cls):
         return value
-    if cls in KIND_BASES.values():
+    if cls in _kind_bases():
         return _structure_component(value, cls, path, None)
     if not isinstance(value, Mapping):
         raise _Problems(
@@ -258,22 +285,29 @@ def _structure_config(value: Any, cls: type, path: str) -> Any:
     values: dict[str, Any] = {}
     for key, a in by_name.items():
         sub = _join(path, key)
-        is_component = isinstance(a.type, type) and a.type in KIND_BASES.values()
+        slot_kind = a.metadata.get("ebmkit_kind")
+        is_component = slot_kind is not None
         default = a.default if isinstance(a.default, str) else None
+        # The component a table without ``name`` configures.
+        default_name = a.metadata.get("ebmkit_fallback", default)
         if key not in value:
             if a.default is attrs.NOTHING:
                 problems.append(ConfigProblem(path=sub, message="required field missing"))
-            elif is_component and default is not None:
+            elif is_component and default is not None and default != AUTO:
                 # Resolve default components here so that their failures are
                 # collected with every other problem, at the right path.
                 try:
-                    values[key] = _structure_component(default, a.type, sub, default)
+                    values[key] = _structure_component(default, get_kind(slot_kind).config_base, sub, default)
                 except _Problems as exc:
                     problems += exc.problems
             continue
         try:
-            if is_component:
-                values[key] = _structure_component(value[key], a.type, sub, default)
+            if is_component and _is_empty_slot(value[key], slot_kind, sub):
+                values[key] = None
+            elif is_component and value[key] == AUTO and default == AUTO:
+                values[key] = AUTO
+            elif is_component:
+                values[key] = _structure_component(value[key], get_kind(slot_kind).config_base, sub, default_name)
             else:
                 values[key] = _structure_value(value[key], a.type, sub)
         except _Problems as exc:
@@ -295,6 +329,15 @@ def _structure_config(value: Any, cls: type, path: str) -> Any:
         raise _Problems([p.under(path) for p in exc.problems], exc) from None
     except Exception as exc:  # noqa: BLE001 - cross-field validation, converters
         raise _Problems([ConfigProblem(path=path, message=str(exc))], exc) from None
+
+
+def _is_empty_slot(value: Any, kind: str, path: str) -> bool:
+    """``"none"``/``None`` in a slot; an error for a slot that cannot be empty."""
+    if value is not None and value != NONE:
+        return False
+    if not get_kind(kind).optional:
+        raise _Problems([ConfigProblem(path=path, message=f"every run needs {_article(kind)}; it cannot be {value!r}")])
+    return True
 
 
 def structure(data: Any, cls: type, *, source: str | None = None) -> Any:
@@ -355,26 +398,48 @@ def unstructure(config: Any, *, with_provider: bool = False) -> dict[str, Any]:
         if not a.init:
             continue
         v = getattr(config, a.name)
-        if v is None and a.default is None:
-            continue
+        if v is None and (a.default is None or a.metadata.get("ebmkit_kind")):
+            continue  # TOML has no null: an empty slot or unset value is left out
         out[a.alias or a.name] = _unstructure_value(v, with_provider)
     return out
 
 
-def component_field(kind: str, default: str, **kwargs: Any) -> Any:
+def component_field_value(kind: str, value: Any) -> ComponentConfig:
+    """``value`` (a name or table) structured as a ``kind`` config.
+
+    Raises:
+        ConfigError: it does not structure (path ``kind``).
+    """
+    try:
+        return _structure_component(value, get_kind(kind).config_base, kind, None)
+    except _Problems as exc:
+        raise ConfigError(exc.problems) from exc.cause
+
+
+def component_field(kind: str, default: str, *, fallback: str | None = None, **kwargs: Any) -> Any:
     """An attrs field holding a ``kind`` component config, default ``default``.
 
     Accepts a name, a table or a config instance in Python code too, so
     ``Config(sampler="hmc")`` and ``Config(sampler={"name": "hmc"})`` work.
+    For a kind that may be left out (:attr:`ebmkit.kinds.Kind.optional`),
+    ``None`` or ``"none"`` leave the slot empty and ``default=AUTO`` lets the
+    run decide (see :class:`ebmkit.config.Config`); ``fallback`` names the
+    component a table without ``name`` configures.
     """
-    base = KIND_BASES[kind]
-
-    def convert(value: Any) -> ComponentConfig:
+    def convert(value: Any) -> ComponentConfig | str | None:
+        base = get_kind(kind).config_base
         if isinstance(value, base):
             return value
         try:
-            return _structure_component(value, base, kind, default)
+            if _is_empty_slot(value, kind, kind):
+                return None
+            if value == AUTO and default == AUTO:
+                return AUTO
+            return _structure_component(value, base, kind, fallback or (None if default == AUTO else default))
         except _Problems as exc:
             raise ConfigError(exc.problems) from exc.cause
 
-    return attrs.field(default=default, converter=convert, **kwargs)
+    metadata = {**kwargs.pop("metadata", {}), "ebmkit_kind": kind}
+    if fallback is not None:
+        metadata["ebmkit_fallback"] = fallback
+    return attrs.field(default=default, converter=convert, metadata=metadata, **kwargs)

@@ -16,6 +16,12 @@ A run is five components plus training settings::
 
 The core knows only the *names* of the default components; they are resolved
 through the registries like any other name.
+
+The sampler and buffer slots are filled only when the loss needs them (its
+spec's ``needs``): left out, they take ``langevin``/``replay`` for a loss that
+runs chains from a buffer and stay empty for one that does not (score
+matching, NCE). ``"none"`` leaves a slot empty explicitly; a sampler set for a
+loss that needs none is kept (``generate`` uses it).
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from ebmkit.config.base import (
     LossConfig,
     SamplerConfig,
     config_class,
+)
+from ebmkit.config.converter import AUTO, component_field
+from ebmkit.config.validators import (
     non_negative,
     non_negative_int,
     one_of,
@@ -40,11 +49,11 @@ from ebmkit.config.base import (
     positive_int,
     probability,
 )
-from ebmkit.config.converter import component_field
+from ebmkit.errors import ConfigError, ConfigProblem
 
 __all__ = ["Config", "TrainConfig", "DistributedConfig", "DEFAULT_COMPONENTS", "parse_mesh"]
 
-#: Optimiser names accepted by ``train.optimizer`` (optax aliases; see ebmkit.optim).
+#: Optimiser names accepted by ``train.optimizer`` (optax aliases; see ebmkit.training.optim).
 OPTIMIZER_NAMES = (
     "adam", "adamw", "adamax", "adabelief", "amsgrad", "lamb", "lion", "nadam", "radam", "rmsprop", "sgd", "yogi",
 )
@@ -183,12 +192,46 @@ class DistributedConfig(ConfigBase):
 
 @config_class
 class Config(ConfigBase):
-    """A complete, resolved run configuration."""
+    """A complete, resolved run configuration.
+
+    ``sampler`` and ``buffer`` are ``None`` when the run has none (see the
+    module docstring for how they are filled).
+    """
 
     energy: EnergyConfig = component_field("energy", DEFAULT_COMPONENTS["energy"])
-    sampler: SamplerConfig = component_field("sampler", DEFAULT_COMPONENTS["sampler"])
+    sampler: SamplerConfig | None = component_field("sampler", AUTO, fallback=DEFAULT_COMPONENTS["sampler"])
     loss: LossConfig = component_field("loss", DEFAULT_COMPONENTS["loss"])
-    buffer: BufferConfig = component_field("buffer", DEFAULT_COMPONENTS["buffer"])
+    buffer: BufferConfig | None = component_field("buffer", AUTO, fallback=DEFAULT_COMPONENTS["buffer"])
     dataset: DatasetConfig = component_field("dataset", DEFAULT_COMPONENTS["dataset"])
     train: TrainConfig = attrs.field(factory=TrainConfig)
     distributed: DistributedConfig = attrs.field(factory=DistributedConfig)
+
+    def __attrs_post_init__(self) -> None:
+        from ebmkit.config.converter import component_field_value
+        from ebmkit.registry import spec_of
+
+        spec = spec_of(self.loss)
+        needs = spec.needs_of(self.loss)
+        problems = []
+        for slot in ("sampler", "buffer"):
+            value = getattr(self, slot)
+            if value == AUTO:
+                value = component_field_value(slot, DEFAULT_COMPONENTS[slot]) if slot in needs else None
+                object.__setattr__(self, slot, value)
+            elif value is None and slot in needs:
+                problems.append(
+                    ConfigProblem(
+                        path=slot,
+                        message=f"loss {spec.name!r} needs a {slot}, but the slot is empty",
+                        suggestion=f'set {slot} = "{DEFAULT_COMPONENTS[slot]}" (or leave it out)',
+                    )
+                )
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The slots the loss uses (``sampler``, ``buffer``, ``labels``)."""
+        from ebmkit.registry import spec_of
+
+        return spec_of(self.loss).needs_of(self.loss)

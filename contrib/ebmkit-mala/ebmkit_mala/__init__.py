@@ -5,4 +5,4 @@ finds the sampler through the ``ebmkit.samplers`` entry point in this
 distribution's metadata.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -9,10 +9,11 @@ per chain, else keep ``x``. The Metropolis correction removes the
 O(step_size) bias of unadjusted Langevin, so the chains target
 ``p(x) ∝ exp(-E(x))`` exactly.
 
-The transition itself is :func:`blackjax.mcmc.mala.build_kernel`, vmapped over
-chains: BlackJAX works on one chain's log-density, ebmkit on a batched energy
-``E[B]``, and this module translates between the two (``logdensity = -E``,
-``logdensity_grad = -dE/dx``).
+The transition is :func:`blackjax.mcmc.mala.build_kernel`, vmapped over chains
+(one key per chain, split from the step's key): BlackJAX works on one chain's
+log-density, ebmkit on a batched energy ``E[B]``, and :func:`build_kernel`
+translates (``logdensity = -E``, ``logdensity_grad = -dE/dx``). ``step_size``
+may be a scalar or one value per chain (``[B]``).
 
 A proposal with a non-finite energy gets acceptance 0 (BlackJAX's safe energy
 difference maps NaN to -inf) and is rejected, so its chain keeps a finite state;
@@ -23,17 +24,18 @@ non-finite start can produce.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import attrs
 import jax
 import jax.numpy as jnp
 from blackjax.mcmc import mala as blackjax_mala
 
-from ebmkit.config import SamplerConfig, config_class, positive
+from ebmkit.config import SamplerConfig, config_class
+from ebmkit.config.validators import positive, positive_int
 from ebmkit.registry import ComponentSpec
-from ebmkit.sampling import per_row_energy_and_grad, tunables_for
-from ebmkit.types import Array, EnergyFn, PRNGKey, SamplerState
+from ebmkit.sampling import BoundSampler, per_chain_diagnostics, per_row_energy_and_grad
+from ebmkit.types import Array, BuildContext, EnergyFn, PRNGKey, SamplerState
 
 __all__ = ["MALAConfig", "MALAState", "MALAInfo", "MALASampler", "init", "build_kernel", "spec"]
 
@@ -58,11 +60,6 @@ class MALAInfo(NamedTuple):
     is_accepted: Array
 
 
-def _positive_int(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"must be an integer > 0, got {value!r}")
-
-
 @config_class
 class MALAConfig(SamplerConfig):
     """Metropolis-adjusted Langevin.
@@ -73,7 +70,7 @@ class MALAConfig(SamplerConfig):
             std ``sqrt(2 * step_size)``.
     """
 
-    num_steps: int = attrs.field(default=20, validator=_positive_int)
+    num_steps: int = attrs.field(default=20, validator=positive_int)
     step_size: float = attrs.field(default=0.01, validator=positive)
 
 
@@ -81,10 +78,6 @@ def init(position: Array, energy_fn: EnergyFn) -> MALAState:
     """The state at ``position`` (``[B, *event]``): one batched energy-and-gradient pass."""
     energy, grad = per_row_energy_and_grad(energy_fn, position)
     return MALAState(position=position, energy=energy, grad=grad)
-
-
-def _event_axes(x: Array) -> tuple[int, ...]:
-    return tuple(range(1, x.ndim))
 
 
 def build_kernel() -> Callable[..., tuple[MALAState, MALAInfo]]:
@@ -102,57 +95,33 @@ def build_kernel() -> Callable[..., tuple[MALAState, MALAInfo]]:
             # Rows are independent, so a batch of one is this chain's energy.
             return -energy_fn(x[None])[0]
 
-        def step(key: PRNGKey, x: Array, energy: Array, grad: Array):
+        def step(key: PRNGKey, x: Array, energy: Array, grad: Array, h: Array):
             chain = blackjax_mala.MALAState(position=x, logdensity=-energy, logdensity_grad=-grad)
-            new, info = one_chain(key, chain, logdensity, step_size)
+            new, info = one_chain(key, chain, logdensity, h)
             return new.position, -new.logdensity, -new.logdensity_grad, info
 
-        keys = jax.random.split(rng_key, state.position.shape[0])
-        x, energy, grad, info = jax.vmap(step)(keys, state.position, state.energy, state.grad)
+        n = state.position.shape[0]
+        keys = jax.random.split(rng_key, n)
+        step_sizes = jnp.broadcast_to(jnp.asarray(step_size), (n,))
+        x, energy, grad, info = jax.vmap(step)(keys, state.position, state.energy, state.grad, step_sizes)
         x = x.astype(state.position.dtype)
-        axes = _event_axes(x)
-        non_finite = (
-            ~jnp.all(jnp.isfinite(x), axis=axes)
-            | ~jnp.isfinite(energy)
-            | ~jnp.all(jnp.isfinite(grad), axis=axes)
-        )
-        new_info = MALAInfo(
+        grad_norm, non_finite = per_chain_diagnostics(x, energy, grad)
+        return MALAState(position=x, energy=energy, grad=grad), MALAInfo(
             acceptance_rate=info.acceptance_rate.astype(jnp.float32),
-            grad_norm=jnp.sqrt(jnp.sum(jnp.square(grad), axis=axes)),
+            grad_norm=grad_norm,
             non_finite=non_finite,
             is_accepted=info.is_accepted,
         )
-        return MALAState(position=x, energy=energy, grad=grad), new_info
 
     return kernel
 
 
-class MALASampler:
-    """MALA bound to a :class:`MALAConfig` (the object ``spec.build`` returns).
+class MALASampler(BoundSampler):
+    """MALA bound to a :class:`MALAConfig` (what ``spec.create`` returns):
+    ``tunables = {"step_size"}``, K = ``num_steps``."""
 
-    Attributes:
-        config: the config it was built from.
-        num_steps: K from the config.
-        tunables: ``{"step_size"}`` default from the config; each ``kernel``
-            call may override it (``None`` keeps the default).
-    """
-
-    def __init__(self, config: MALAConfig):
-        self.config = config
-        self.num_steps = config.num_steps
-        self.tunables: dict[str, float] = {"step_size": config.step_size}
-        self._kernel = build_kernel()
-
-    def init(self, position: Array, energy_fn: EnergyFn) -> MALAState:
-        return init(position, energy_fn)
-
-    def kernel(
-        self, rng_key: PRNGKey, state: MALAState, energy_fn: EnergyFn, **tunables: Any
-    ) -> tuple[MALAState, MALAInfo]:
-        return self._kernel(rng_key, state, energy_fn, **tunables_for(self, tunables))
-
-    def __repr__(self) -> str:
-        return f"MALASampler({self.config!r})"
+    def __init__(self, config: MALAConfig, ctx: BuildContext | None = None):
+        super().__init__(config, init=init, kernel=build_kernel(), tunables={"step_size": config.step_size})
 
 
 spec = ComponentSpec(

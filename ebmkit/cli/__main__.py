@@ -1,0 +1,5 @@
+"""``python -m ebmkit.cli``: the same as the ``ebmkit`` command."""
+
+from ebmkit.cli import main
+
+main()

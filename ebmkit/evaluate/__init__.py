@@ -1,0 +1,45 @@
+"""Evaluation and diagnostics of trained EBMs.
+
+* :mod:`ebmkit.evaluate.grid`: exact 2-D NLL on a grid (:func:`grid_nll`) and
+  the standard evaluation of a data set (:func:`evaluate_dataset`).
+* :mod:`ebmkit.evaluate.ais`: annealed importance sampling of ``log Z``.
+* :mod:`ebmkit.evaluate.fid`: classifier features, Fréchet distance, label entropy.
+* :mod:`ebmkit.evaluate.mmd`: maximum mean discrepancy.
+* :mod:`ebmkit.evaluate.diagnose`: the guide's health check.
+"""
+
+from ebmkit.errors import ClassifierWeightsError
+from ebmkit.evaluate.ais import AISResult, ais_log_z, annealing_schedule, reverse_ais_log_z
+from ebmkit.evaluate.diagnose import diagnose
+from ebmkit.evaluate.fid import (
+    classifier_features,
+    frechet_distance,
+    frechet_distance_from_features,
+    gaussian_blur,
+    label_entropy,
+    load_classifier,
+    nearest_neighbour_distance,
+)
+from ebmkit.evaluate.grid import GridNLL, evaluate_dataset, grid_nll
+from ebmkit.evaluate.mmd import median_bandwidth, mmd
+
+__all__ = [
+    "AISResult",
+    "ClassifierWeightsError",
+    "GridNLL",
+    "ais_log_z",
+    "annealing_schedule",
+    "classifier_features",
+    "diagnose",
+    "evaluate_dataset",
+    "frechet_distance",
+    "frechet_distance_from_features",
+    "gaussian_blur",
+    "grid_nll",
+    "label_entropy",
+    "load_classifier",
+    "median_bandwidth",
+    "mmd",
+    "nearest_neighbour_distance",
+    "reverse_ais_log_z",
+]

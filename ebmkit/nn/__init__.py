@@ -1,0 +1,30 @@
+"""Building blocks for energy networks: shared layers and the eval-mode contract."""
+
+from ebmkit.nn.eval import energy_programs, eval_view, graphdefs, split_energy
+from ebmkit.nn.layers import (
+    ACTIVATIONS,
+    ModeViewMixin,
+    SpectralNorm,
+    TraceSafeDropout,
+    check_event_shape,
+    check_input,
+    check_rngs,
+    dense,
+    dropout_stream,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "ModeViewMixin",
+    "SpectralNorm",
+    "TraceSafeDropout",
+    "check_event_shape",
+    "check_input",
+    "check_rngs",
+    "dense",
+    "dropout_stream",
+    "energy_programs",
+    "eval_view",
+    "graphdefs",
+    "split_energy",
+]

@@ -1,0 +1,36 @@
+"""Running MCMC chains, and the pieces every sampler plugin shares.
+
+* :func:`run_chain` / :func:`warmup`: K kernel steps in one ``lax.scan``
+  (one compiled program, no host sync), with schedules and adaptation.
+* :class:`BoundSampler`: a sampler's ``init`` + ``kernel`` bound to its config.
+* :func:`noise_key`: the fast, exact noise generator (:mod:`ebmkit.sampling.noise`).
+* :func:`per_chain_diagnostics`: ``grad_norm`` and ``non_finite`` per chain.
+"""
+
+from ebmkit.sampling.binder import BoundSampler
+from ebmkit.sampling.chain import (
+    ChainSummary,
+    per_row_energy_and_grad,
+    run_chain,
+    tunables_for,
+    warmup,
+)
+from ebmkit.sampling.diagnostics import event_axes, per_chain, per_chain_diagnostics
+from ebmkit.sampling.noise import AUTO_MIN_SIZE, DEFAULT_PRNG, PRNGS, noise_key, resolve_prng
+
+__all__ = [
+    "AUTO_MIN_SIZE",
+    "BoundSampler",
+    "ChainSummary",
+    "DEFAULT_PRNG",
+    "PRNGS",
+    "event_axes",
+    "noise_key",
+    "per_chain",
+    "per_chain_diagnostics",
+    "per_row_energy_and_grad",
+    "resolve_prng",
+    "run_chain",
+    "tunables_for",
+    "warmup",
+]

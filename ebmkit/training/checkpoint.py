@@ -1,0 +1,248 @@
+"""Checkpoints of training runs, written with orbax-checkpoint.
+
+A checkpoint holds the whole :class:`~ebmkit.training.TrainState` (parameters,
+other network state, optimiser state, replay buffer, RNG key) flattened to
+``{"path/to/leaf": array}``, plus JSON metadata: the step, the resolved config
+(with the provider and version of every component), the data order's RNG state
+and the learning rate in force.
+
+Saves are synchronous and atomic (orbax writes to a temporary directory and
+renames it on success), so a process killed mid-save leaves the previous
+checkpoint readable. The last ``keep`` checkpoints are kept.
+
+Sharded state (data-parallel runs, :mod:`ebmkit.distributed`) is written by
+orbax shard by shard, by every process for its own devices, and the files hold
+the *global* arrays: a checkpoint is independent of the mesh that wrote it and
+restores into any layout the template asks for (4 devices, 2, or one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ebmkit.errors import CheckpointError
+
+__all__ = ["CheckpointError", "Checkpointer", "flatten_state", "unflatten_state"]
+
+
+def _path_str(path: tuple) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _is_sharded(x: Any) -> bool:
+    return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
+def flatten_state(tree: Any, *, keep_sharded: bool = False) -> dict[str, Any]:
+    """``{"a/b/c": numpy array}``; typed PRNG keys become their raw key data.
+
+    Args:
+        tree: the state.
+        keep_sharded: leave arrays that span several devices as ``jax.Array``
+            (orbax writes them shard by shard; nothing is gathered).
+    """
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if _is_key(leaf):
+            leaf = jax.random.key_data(leaf)
+        flat[_path_str(path)] = leaf if keep_sharded and _is_sharded(leaf) else np.asarray(leaf)
+    return flat
+
+
+def unflatten_state(flat: Mapping[str, Any], template: Any, *, where: str = "checkpoint") -> Any:
+    """Rebuild ``template``'s structure from ``flat``, checking every leaf.
+
+    ``flat`` may hold arrays or anything with ``shape`` and ``dtype`` (orbax
+    metadata), which are checked without reading data.
+
+    Raises:
+        CheckpointError: listing missing or extra entries and shape or dtype
+            mismatches, naming ``where``.
+    """
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(template)
+    problems = []
+    out = []
+    expected = set()
+    for path, leaf in leaves_with_path:
+        key = _path_str(path)
+        expected.add(key)
+        want_key = _is_key(leaf)
+        ref = jax.random.key_data(leaf) if want_key else leaf
+        if key not in flat:
+            problems.append(f"missing {key} (the model has shape {tuple(np.shape(ref))})")
+            continue
+        value = flat[key]
+        if not (isinstance(value, jax.Array) or hasattr(value, "shape") and hasattr(value, "dtype")):
+            value = np.asarray(value)
+        if tuple(value.shape) != tuple(np.shape(ref)):
+            problems.append(f"{key}: shape {tuple(value.shape)} in the checkpoint, {tuple(np.shape(ref))} in the model")
+            continue
+        if np.dtype(value.dtype) != np.dtype(ref.dtype):
+            problems.append(f"{key}: dtype {np.dtype(value.dtype)} in the checkpoint, {np.dtype(ref.dtype)} in the model")
+            continue
+        if not isinstance(value, (jax.Array, np.ndarray, np.generic)):
+            out.append(value)  # metadata only: the caller checks, then reads
+            continue
+        if want_key:
+            value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
+        out.append(value if isinstance(value, jax.Array) else jax.numpy.asarray(value))
+    extra = sorted(set(flat) - expected)
+    if extra:
+        problems.append(f"entries the model does not have: {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else ""))
+    if problems:
+        shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
+        raise CheckpointError(
+            f"{where} does not match the model:\n  - " + "\n  - ".join(shown)
+            + "\n(was it written by a run with another config? compare its config.toml)"
+        )
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _restore_target(template: Any) -> dict[str, Any]:
+    """What orbax should build for each flat entry of ``template``."""
+    target = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(template)[0]:
+        data = jax.random.key_data(leaf) if _is_key(leaf) else leaf
+        if isinstance(data, jax.Array):
+            target[_path_str(path)] = jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=data.sharding)
+        else:
+            target[_path_str(path)] = np.asarray(data)
+    return target
+
+
+class Checkpointer:
+    """Save and restore :class:`~ebmkit.training.TrainState` under ``directory``."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        # orbax logs every save at INFO; keep the console for the progress bar.
+        logging.getLogger("absl").setLevel(logging.WARNING)
+        self._ocp = ocp
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=False, create=True
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Naming both items' handlers lets a metadata-only read skip the
+            # state without orbax warning that it "could not be restored".
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options,
+                item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+            )
+
+    def steps(self) -> list[int]:
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def path(self, step: int) -> Path:
+        return self.directory / str(step)
+
+    def save(self, step: int, state: Any, metadata: Mapping[str, Any]) -> Path:
+        """Write ``state`` and ``metadata`` (JSON-able) as checkpoint ``step``.
+
+        Arrays spread over several devices are written shard by shard (every
+        process of a multi-process run must call this); others are fetched.
+        """
+        ocp = self._ocp
+        leaves = jax.tree.leaves(state)
+        if any(_is_sharded(x) for x in leaves):
+            flat = flatten_state(state, keep_sharded=True)
+        else:
+            flat = flatten_state(jax.device_get(state))
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(dict(metadata))
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+        return self.path(step)
+
+    def metadata(self, step: int | None = None) -> dict[str, Any]:
+        step = self._resolve(step)
+        ocp = self._ocp
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt file
+            raise CheckpointError(f"cannot read the metadata of checkpoint {self.path(step)}: {exc}") from exc
+        return dict(restored["meta"])
+
+    def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """The state (shaped like ``template``) and metadata of ``step`` (default: latest).
+
+        Each leaf comes back as the template's leaf is: a NumPy array for a
+        host template, a ``jax.Array`` with the template's sharding for a
+        device template (so a run saved on 4 devices restores onto 1, or the
+        reverse, by asking for that layout).
+
+        Raises:
+            CheckpointError: none exists, it is unreadable, or it does not fit.
+        """
+        step = self._resolve(step)
+        ocp = self._ocp
+        where = f"checkpoint {self.path(step)}"
+        stored = self._stored_shapes(step)
+        if stored is not None:  # say "shape (8,) vs (16,)" before orbax says it worse
+            unflatten_state(stored, template, where=where)
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_restore_target(template)), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(
+                f"{where} is unreadable ({type(exc).__name__}: {exc}); if a save was interrupted, "
+                f"remove that directory to resume from the previous checkpoint"
+            ) from exc
+        state = unflatten_state(restored["state"], template, where=where)
+        return state, dict(restored["meta"])
+
+    def _stored_shapes(self, step: int) -> dict[str, Any] | None:
+        try:
+            meta = self._manager.item_metadata(step)
+            tree = meta["state"]
+            tree = getattr(tree, "tree", tree)
+            if not isinstance(tree, Mapping) or not all(hasattr(v, "shape") and hasattr(v, "dtype") for v in tree.values()):
+                return None
+            return dict(tree)
+        except Exception:  # noqa: BLE001 - no metadata: orbax's own errors then apply
+            return None
+
+    def _resolve(self, step: int | None) -> int:
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        if step is None:
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; have {steps}")
+        return step

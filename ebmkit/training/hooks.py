@@ -1,0 +1,64 @@
+"""The trainer's own host-side hook plugins: the metrics file and the progress bar.
+
+They implement the same hooks (:mod:`ebmkit.hookspecs`) a third-party plugin
+does; the trainer registers them with its plugin manager for the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from ebmkit.hookspecs import hookimpl
+
+__all__ = ["MetricsWriter", "ProgressBar"]
+
+
+class MetricsWriter:
+    """Appends each logged metrics row to a JSON-lines file."""
+
+    def __init__(self, path: Path, *, append: bool):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not append and path.exists():
+            path.unlink()
+
+    @hookimpl
+    def ebmkit_step_end(self, step: int, metrics: Mapping[str, float]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+class ProgressBar:
+    """A rich progress bar showing the loss, the energy gap (where the loss
+    reports one) and the speed."""
+
+    def __init__(self, total: int, start: int):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.total = total
+        self._p = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"), transient=False,
+        )
+        self._p.start()
+        self._task = self._p.add_task("train", total=total, completed=start, info="")
+
+    @hookimpl
+    def ebmkit_step_end(self, step: int, metrics: Mapping[str, float]) -> None:
+        info = f"loss {metrics.get('loss', math.nan):+.3f}"
+        if "energy_gap" in metrics:
+            info += f"  gap {metrics['energy_gap']:+.3f}"
+        info += f"  {metrics.get('steps_per_s', math.nan):.0f} steps/s"
+        self._p.update(self._task, completed=step, info=info)
+
+    def close(self) -> None:
+        self._p.stop()

@@ -1,0 +1,503 @@
+"""The generic trainer: one compiled program per step, checkpoints, resume,
+divergence handling and host-side hooks.
+
+The training state (:class:`~ebmkit.training.TrainState`) stays on the device
+for the whole run. Each dispatch runs ``steps_per_call`` complete steps
+(:mod:`ebmkit.training.fusion` over :func:`~ebmkit.training.make_train_step`); metrics are fetched
+from the device only every ``log_every`` steps, where divergence is checked and
+hooks fire.
+
+Determinism: parameters, MCMC keys and the data order all derive from
+``train.seed``; a run stopped after step k and resumed from its checkpoint
+reproduces the uninterrupted run bit for bit.
+
+Data parallel: with ``[distributed] devices = N`` (or a
+:class:`~ebmkit.distributed.DataParallel` passed in) the same step runs under
+``shard_map`` on a mesh of N devices; the batch and the replay buffer are
+split across them and only process 0 reports (see :mod:`ebmkit.distributed`).
+The trainer itself only talks to a :class:`~ebmkit.training.placement.Placement`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ebmkit.config import Config, dump_config
+from ebmkit.distributed import DataParallel, data_parallel_step
+from ebmkit.errors import CheckpointError, TrainingDiverged
+from ebmkit.nn import energy_programs
+from ebmkit.sampling import warmup
+from ebmkit.training.checkpoint import Checkpointer
+from ebmkit.training.divergence import ADVICE, divergence_reason
+from ebmkit.training.fusion import fuse_steps
+from ebmkit.training.hooks import MetricsWriter, ProgressBar
+from ebmkit.training.optim import get_learning_rate, set_learning_rate
+from ebmkit.training.placement import Placement, SingleDevice
+from ebmkit.training.step import TrainState, make_train_step
+from ebmkit.types import Adaptive, Batch
+
+if TYPE_CHECKING:
+    from ebmkit.model import EBM
+
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "ADVICE"]
+
+
+@attrs.define
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes:
+        step: the last completed step.
+        history: one dict of host floats per log interval.
+        summary: final figures (``loss``, ``energy_gap`` where the loss has
+            negatives, ``steps_per_s``, evaluation).
+        retries: rollbacks that divergence forced.
+    """
+
+    step: int
+    history: list[dict[str, float]]
+    summary: dict[str, Any]
+    retries: int = 0
+
+
+def _as_host(metrics: list[dict[str, jax.Array]]) -> list[dict[str, np.ndarray]]:
+    return [{k: np.asarray(v) for k, v in m.items()} for m in jax.device_get(metrics)]
+
+
+class Trainer:
+    """Trains an :class:`~ebmkit.EBM` on a data set.
+
+    Args:
+        model: the assembled model; its ``config.train`` gives the settings.
+        dataset: an :class:`ebmkit.data.Dataset` (``sample(rng, n)``, and
+            ``sample_labelled`` when the loss needs labels).
+        run_dir: where checkpoints, ``metrics.jsonl`` and ``config.toml`` go;
+            ``None`` keeps everything in memory.
+        progress: show a progress bar (rich) on the console.
+        evaluate: ``evaluate(trainer) -> dict`` run every ``eval_every`` steps
+            and at the end; default: exact grid NLL for 2-D data sets.
+        hooks: fire the ``ebmkit.plugins`` host hooks.
+        parallel: where to train: a :class:`~ebmkit.distributed.DataParallel`
+            mesh or any :class:`~ebmkit.training.placement.Placement`;
+            default: what ``config.distributed`` asks for (one device).
+
+    Raises:
+        ShardingError: the batch or the buffer cannot be split over the mesh.
+    """
+
+    def __init__(
+        self,
+        model: EBM,
+        dataset: Any,
+        *,
+        run_dir: str | os.PathLike[str] | None = None,
+        progress: bool = False,
+        evaluate: Callable[[Trainer], dict[str, float]] | None = None,
+        hooks: bool = True,
+        parallel: Placement | None = None,
+    ):
+        self.model = model
+        self.dataset = dataset
+        self.config: Config = model.config
+        self.train = model.config.train
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.evaluate_fn = evaluate
+        self.use_hooks = hooks
+        if tuple(dataset.event_shape) != model.event_shape:
+            raise ValueError(
+                f"data set {getattr(dataset, 'name', '?')!r} has samples of shape {tuple(dataset.event_shape)} "
+                f"but the model expects {model.event_shape}"
+            )
+        self.labelled = "labels" in self.config.needs
+        self.checkpointer = (
+            Checkpointer(self.run_dir / "checkpoints", keep=self.train.keep_checkpoints)
+            if self.run_dir is not None
+            else None
+        )
+        if parallel is None:
+            parallel = DataParallel.from_config(self.config.distributed)
+        self.placement: Placement = parallel if parallel is not None else SingleDevice()
+        #: The mesh, or ``None`` for one device (kept for callers of the first API).
+        self.parallel = parallel
+        # A copy: the compiled step donates its input buffers, and the model's
+        # own arrays must survive a run that fails before it writes back.
+        state: TrainState = jax.tree.map(jnp.copy, model.train_state())
+        self.placement.check(
+            batch_size=self.train.batch_size, buffer=model.buffer, buffer_state=state.buffer_state,
+            sampler_state=state.sampler_state,
+        )
+        graphdef, eval_graphdef = model._graphdefs()
+        self._eval_graphdef = eval_graphdef
+        axis_name = getattr(self.placement, "axis_name", None)
+        step = make_train_step(
+            graphdef, eval_graphdef, sampler=model.sampler, loss=model.loss_fn,
+            buffer=self.placement.local_buffer(model.buffer), tx=model._tx, data=model.data,
+            axis_name=axis_name,
+        )
+        if axis_name is not None:
+            step = data_parallel_step(step, axis_name)
+        #: The per-device program (what runs under shard_map); for references.
+        self.local_program = fuse_steps(step, self.train.energy_bound)
+        self.state: TrainState = self.placement.put_state(state)
+        self._step = self.placement.compile(self.local_program, self.state)
+        self.step = 0
+        self.data_rng = np.random.default_rng(self.placement.data_seed(self.train.seed))
+        self.retries = 0
+        self.history: list[dict[str, float]] = []
+        self._pm = None
+        self._notes: list[str] = []
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process reports (metrics, hooks, progress, files)."""
+        return self.placement.is_main_process
+
+    def _metadata(self) -> dict[str, Any]:
+        meta = {
+            "step": self.step,
+            "config_toml": dump_config(self.config),
+            "data_rng": self.data_rng.bit_generator.state,
+            "retries": self.retries,
+            "learning_rate": get_learning_rate(self.state.opt_state),
+            "ebmkit_version": _version(),
+        }
+        if self.parallel is not None:
+            meta["devices"] = self.placement.num_devices
+            meta["processes"] = self.placement.process_count
+            if self.placement.process_count > 1:
+                # Each process reads its own data stream; all of them must resume.
+                meta["data_rng_per_process"] = self.placement.allgather_json(self.data_rng.bit_generator.state)
+        return meta
+
+    def _snapshot(self) -> Any:
+        return self.placement.snapshot(self.state)
+
+    def save_checkpoint(self) -> Path | None:
+        """Save the current state (only if it is finite: never a NaN on disk)."""
+        if not self.placement.all_finite(self.state.trainable):
+            raise TrainingDiverged(f"refusing to checkpoint non-finite parameters at step {self.step}")
+        self._good = (self.step, self._snapshot(), self.data_rng.bit_generator.state, self.retries)
+        if self.checkpointer is None:
+            return None
+        path = self.checkpointer.save(self.step, self.placement.checkpoint_view(self.state), self._metadata())
+        self._hook("ebmkit_checkpoint_saved", step=self.step, path=path)
+        return path
+
+    def restore(self, step: int | None = None) -> int:
+        """Load a checkpoint of this run (default: the latest); returns its step.
+
+        Raises:
+            CheckpointError: none exists, or it was written with another config.
+        """
+        if self.checkpointer is None:
+            raise CheckpointError("this trainer has no run_dir to restore from")
+        # Compare configs first: "you changed hidden_dims" beats a list of shapes.
+        meta = self.checkpointer.metadata(step)
+        saved = _comparable(meta.get("config_toml", ""))
+        current = _comparable(dump_config(self.config))
+        if saved != current:
+            diff = _first_difference(saved, current)
+            raise CheckpointError(
+                f"checkpoint {self.checkpointer.path(meta['step'])} was written with a different config "
+                f"({diff}); resume with the run's own config.toml or start a new --out directory"
+            )
+        # Restored straight into this placement's layout, whatever layout saved it.
+        state, meta = self.checkpointer.restore(self.placement.checkpoint_view(self.state), meta["step"])
+        self.state = self.placement.put_state(state)
+        self.step = int(meta["step"])
+        self.retries = int(meta.get("retries", 0))
+        self._restore_data_rng(meta)
+        self._good = (self.step, self._snapshot(), self.data_rng.bit_generator.state, self.retries)
+        return self.step
+
+    def _restore_data_rng(self, meta: Mapping[str, Any]) -> None:
+        processes = self.placement.process_count
+        if processes == 1:
+            self.data_rng.bit_generator.state = meta["data_rng"]
+            return
+        per_process = meta.get("data_rng_per_process") or []
+        if len(per_process) == processes:
+            self.data_rng.bit_generator.state = per_process[self.placement.process_index]
+        else:
+            # Another process layout saved it: the data order cannot continue as
+            # it was; start a fresh, still deterministic, stream per process.
+            self.data_rng = np.random.default_rng((self.train.seed, self.placement.process_index, self.step))
+
+    def _rollback(self, reason: str) -> None:
+        step, host, rng_state, _ = self._good
+        diverged_at = self.step
+        # Compound the decay: the rate in force when it diverged, not the saved one.
+        lr = get_learning_rate(self.state.opt_state)
+        self.retries += 1
+        state = self.placement.restore_snapshot(host)
+        self.step = step
+        self.data_rng.bit_generator.state = rng_state
+        new_lr = None
+        if lr is not None:
+            new_lr = lr * self.train.lr_decay_on_retry
+            state = state._replace(opt_state=set_learning_rate(state.opt_state, new_lr))
+        state = state._replace(rng_key=jax.random.fold_in(state.rng_key, 1000 + self.retries))
+        self.state = self.placement.put_state(state)
+        self._notes.append(
+            f"near step {diverged_at}: {reason}; rolled back to step {step} with a new key"
+            + (f" and learning rate {new_lr:.3g}" if new_lr is not None else "")
+        )
+
+    # -- hooks -------------------------------------------------------------------
+
+    def _hook(self, name: str, **kwargs: Any) -> None:
+        if self._pm is None:
+            return
+        getattr(self._pm.hook, name)(**kwargs)
+
+    def _open_hooks(self, append: bool, bar: ProgressBar | None) -> None:
+        import pluggy
+
+        from ebmkit import hookspecs
+        from ebmkit.plugins import get_plugin_manager
+
+        self._own_plugins = []
+        if not self.is_main_process:  # one report per run: process 0's
+            self._pm = None
+            return
+        if self.use_hooks:
+            self._pm = get_plugin_manager()
+        else:  # still fire our own built-in hooks, but no third-party ones
+            self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            self._pm.add_hookspecs(hookspecs)
+        if self.run_dir is not None:
+            self._own_plugins.append(MetricsWriter(self.run_dir / "metrics.jsonl", append=append))
+        if bar is not None:
+            self._own_plugins.append(bar)
+        for i, plugin in enumerate(self._own_plugins):
+            self._pm.register(plugin, name=f"ebmkit.{type(plugin).__name__}:{id(self)}:{i}")
+
+    def _close_hooks(self) -> None:
+        if self._pm is not None:
+            for plugin in self._own_plugins:
+                self._pm.unregister(plugin)
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _batches(self, n_steps: int) -> Any:
+        """``[n_steps, batch, ...]`` from the data stream (with labels
+        ``[n_steps, batch]`` when the loss needs them); with several
+        processes, this process's share of each batch."""
+        b = self.placement.local_batch_size(self.train.batch_size)
+        if not self.labelled:
+            return Batch(np.stack([self.dataset.sample(self.data_rng, b) for _ in range(n_steps)]))
+        pairs = [self.dataset.sample_labelled(self.data_rng, b) for _ in range(n_steps)]
+        return Batch(np.stack([x for x, _ in pairs]), np.stack([np.asarray(y, np.int32) for _, y in pairs]))
+
+    def _device_batches(self, n_steps: int) -> Any:
+        return self.placement.put_batches(self._batches(n_steps))
+
+    def _warmup_sampler(self) -> None:
+        """The adaptation phase of an adaptive sampler, before the first step."""
+        sampler = self.model.sampler
+        if sampler is None or not isinstance(sampler, Adaptive) or sampler.warmup_steps <= 0:
+            return
+        state = self.placement.to_local(self.state)
+        energy = energy_programs(self._eval_graphdef)[0]
+        params, rest = state.energy_params, state.energy_state
+
+        @jax.jit
+        def run(rng_key: jax.Array, adaptation: Any) -> Any:
+            init_key, chain_key = jax.random.split(rng_key)
+            x0 = self.model._starts.fresh(init_key, self.train.batch_size)
+            _, adaptation = warmup(
+                chain_key, sampler, x0, lambda x: energy(params, rest, x), adaptation=adaptation
+            )
+            return adaptation
+
+        key = jax.random.fold_in(state.rng_key, 0x5741524D)  # "WARM"
+        self.state = self.placement.put_state(state._replace(sampler_state=run(key, state.sampler_state)))
+
+    def _log(self, pending: list[dict[str, jax.Array]], steps_per_s: float) -> dict[str, float] | None:
+        """Fetch pending metrics; returns the row, or None after a rollback."""
+        host = _as_host(pending)
+        diverged = np.concatenate([np.atleast_1d(m["diverged"]) for m in host])
+        if diverged.any():
+            first = [m for m in host if np.any(m["diverged"])][0]
+            reason = divergence_reason(first, self.train.energy_bound)
+            if self.retries >= self.train.max_retries:
+                raise TrainingDiverged(
+                    f"training diverged ({reason}) near step {self.step} after {self.retries} rollback(s).\n"
+                    + "\n".join(self._notes)
+                    + ("\n" if self._notes else "")
+                    + "The last good checkpoint"
+                    + (f" (step {self._good[0]}) is intact in {self.checkpointer.directory}" if self.checkpointer else " is in memory")
+                    + ".\n"
+                    + ADVICE
+                )
+            self._rollback(reason)
+            return None
+        row = {}
+        for key in host[0]:
+            if key == "diverged":
+                continue
+            row[key] = float(np.mean(np.concatenate([np.atleast_1d(m[key]) for m in host])))
+        row["steps_per_s"] = steps_per_s
+        lr = get_learning_rate(self.state.opt_state)
+        if lr is not None:
+            row["learning_rate"] = lr
+        return row
+
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train until ``train.steps``; resumes from the latest checkpoint if asked.
+
+        Raises:
+            TrainingDiverged: after ``train.max_retries`` rollbacks, with advice.
+            CheckpointError: ``resume`` with an unusable checkpoint.
+        """
+        t = self.train
+        self._notes = []
+        resumed = False
+        if resume and self.checkpointer is not None and self.checkpointer.latest_step() is not None:
+            self.restore()
+            resumed = True
+        if self.run_dir is not None and self.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(self.config, self.run_dir / "config.toml")
+        error: BaseException | None = None
+        summary: dict[str, Any] = {}
+        bar = ProgressBar(t.steps, self.step) if self.progress and self.is_main_process else None
+        self._open_hooks(append=resumed, bar=bar)
+        self._hook("ebmkit_run_start", config=self.config, run_dir=self.run_dir)
+        try:
+            if not resumed:
+                self._warmup_sampler()
+                self.save_checkpoint()
+            spc = t.steps_per_call
+            pending: list[dict[str, jax.Array]] = []
+            timing_start, timed_steps, paused = None, 0, 0.0
+            while self.step < t.steps:
+                n = min(spc, t.steps - self.step)
+                xs = self._device_batches(n)
+                self.state, metrics = self._step(self.state, xs)
+                self.step += n
+                pending.append(metrics)
+                if timing_start is None:
+                    jax.block_until_ready(metrics)  # exclude compilation from the speed
+                    timing_start, timed_steps = time.perf_counter(), 0
+                else:
+                    timed_steps += n
+                at_end = self.step >= t.steps
+                if self.step % t.log_every < n or at_end:
+                    # Wait for the work, not just its dispatch, before reading the clock.
+                    jax.block_until_ready(pending[-1])
+                    elapsed = time.perf_counter() - timing_start - paused
+                    rate = timed_steps / elapsed if timed_steps and elapsed > 0 else float("nan")
+                    row = self._log(pending, rate)
+                    pending = []
+                    if row is None:  # rolled back
+                        continue
+                    row["step"] = self.step
+                    if t.eval_every and self.step % t.eval_every < n and not at_end:
+                        eval_start = time.perf_counter()
+                        row.update(self.evaluate())
+                        paused += time.perf_counter() - eval_start
+                    self.history.append(row)
+                    self._hook("ebmkit_step_end", step=self.step, metrics={k: v for k, v in row.items() if k != "step"})
+                if t.checkpoint_every and self.step % t.checkpoint_every < n and not at_end:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+            self.model.load_train_state(self.placement.to_local(self.state))
+            summary = self._summary()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if bar:
+                bar.close()
+            self._hook(
+                "ebmkit_run_end", config=self.config, run_dir=self.run_dir,
+                summary=summary, error=error,
+            )
+            self._close_hooks()
+        return TrainResult(step=self.step, history=self.history, summary=summary, retries=self.retries)
+
+    # -- evaluation ----------------------------------------------------------------
+
+    def energy_fn(self) -> Callable[[Any], jax.Array]:
+        """``x -> E(x)`` with the trainer's current parameters (eval mode)."""
+        energy = energy_programs(self._eval_graphdef)[0]
+        # Replicated on a mesh: a local copy, no communication.
+        params, rest = self.placement.to_local((self.state.energy_params, self.state.energy_state))
+        return lambda x: energy(params, rest, jnp.asarray(x, jnp.float32))
+
+    def evaluate(self) -> dict[str, float]:
+        if self.evaluate_fn is not None:
+            return dict(self.evaluate_fn(self))
+        from ebmkit.evaluate import evaluate_dataset
+
+        return evaluate_dataset(self.energy_fn(), self.dataset)
+
+    def _summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        tail = self.history[-max(1, len(self.history) // 5):]
+        summary: dict[str, Any] = {
+            "steps": self.step,
+            "steps_per_s": float(np.nanmedian([r["steps_per_s"] for r in self.history])) if self.history else float("nan"),
+            "retries": self.retries,
+            "loss": last.get("loss", float("nan")),
+            "devices": self.placement.num_devices,
+        }
+        if tail and all("energy_gap" in r for r in tail):
+            summary["energy_gap"] = float(np.mean([r["energy_gap"] for r in tail]))
+        summary.update(self.evaluate())
+        return summary
+
+
+def _version() -> str:
+    from ebmkit.version import __version__
+
+    return __version__
+
+
+def _comparable(toml_text: str) -> dict[str, Any]:
+    """A config as a dict, minus what may change between a run and its resume."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError:
+        return {"unreadable": toml_text}
+    train = dict(data.get("train", {}))
+    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        train.pop(key, None)
+    data["train"] = train
+    # A run may resume on another number of devices or processes.
+    data.pop("distributed", None)
+    for section in data.values():
+        if isinstance(section, dict):
+            section.pop("provider", None)
+    return data
+
+
+def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in a:
+            return f"{path} is new"
+        if key not in b:
+            return f"{path} is missing"
+        if isinstance(a[key], Mapping) and isinstance(b[key], Mapping):
+            found = _first_difference(a[key], b[key], path)
+            if found:
+                return found
+        elif a[key] != b[key]:
+            return f"{path}: {a[key]!r} in the checkpoint, {b[key]!r} now"
+    return ""

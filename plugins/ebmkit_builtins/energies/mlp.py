@@ -1,0 +1,106 @@
+"""``mlp``: a fully connected energy network, ``x[B, *event] -> E[B]``.
+
+Each row is flattened, passed through ``hidden_dims`` Linear layers with an
+activation (and optional dropout and spectral normalisation), and a final Linear
+to one unit gives the scalar energy.
+
+The layers (activations, a trace-safe dropout, a non-destructive spectral
+norm, input checks) come from :mod:`ebmkit.nn`, shared with ``cnn``.
+
+Train and eval mode follow Flax NNX: a freshly built network is in train mode;
+``module.eval()`` (in place) or ``nnx.view(module, deterministic=True,
+use_running_average=True)`` (a copy) switches dropout off and freezes the
+spectral-norm power-iteration vectors; ``module.train()`` switches back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ebmkit.config import EnergyConfig, config_class
+from ebmkit.config.validators import as_tuple, in_range, one_of, positive_ints
+from ebmkit.nn import (
+    ACTIVATIONS,
+    ModeViewMixin,
+    TraceSafeDropout,
+    check_event_shape,
+    check_input,
+    check_rngs,
+    dense,
+    dropout_stream,
+)
+from ebmkit.registry import ComponentSpec
+from ebmkit.types import BuildContext
+
+__all__ = ["MLPEnergyConfig", "MLPEnergy", "build", "spec"]
+
+# -- the network -------------------------------------------------------------------
+
+
+@config_class
+class MLPEnergyConfig(EnergyConfig):
+    """Fully connected energy network.
+
+    Attributes:
+        hidden_dims: widths of the hidden layers.
+        activation: one of ``relu``, ``gelu``, ``silu``, ``swish``, ``elu``,
+            ``leaky_relu``, ``tanh``, ``softplus``.
+        dropout_rate: dropout after each hidden activation, in ``[0, 1)``;
+            active in train mode only.
+        use_spectral_norm: spectrally normalise every Linear layer.
+    """
+
+    hidden_dims: tuple[int, ...] = attrs.field(default=(128, 128), converter=as_tuple, validator=positive_ints)
+    activation: str = attrs.field(default="silu", validator=one_of(tuple(ACTIVATIONS)))
+    dropout_rate: float = attrs.field(default=0.0, validator=in_range(0, 1, high_open=True))
+    use_spectral_norm: bool = False
+
+
+class MLPEnergy(ModeViewMixin, nnx.Module):
+    """``x[B, *event_shape] -> E[B]`` through a fully connected network."""
+
+    def __init__(self, config: MLPEnergyConfig, *, event_shape: tuple[int, ...], rngs: nnx.Rngs):
+        check_rngs(rngs, "mlp")
+        self.event_shape = check_event_shape(event_shape, "mlp")
+        self.activation = config.activation
+        sn = config.use_spectral_norm
+        stream = dropout_stream(rngs) if config.dropout_rate > 0 else None
+        widths = (math.prod(self.event_shape), *config.hidden_dims)
+        self.hidden = nnx.List(
+            [dense(a, b, spectral_norm=sn, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+        )
+        self.dropout = (
+            nnx.List([TraceSafeDropout(config.dropout_rate, rngs=stream) for _ in config.hidden_dims])
+            if stream is not None
+            else None
+        )
+        self.head = dense(widths[-1], 1, spectral_norm=sn, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = check_input(x, self.event_shape, "mlp")
+        act = ACTIVATIONS[self.activation]
+        h = x.reshape(x.shape[0], -1)
+        for i, layer in enumerate(self.hidden):
+            h = act(layer(h))
+            if self.dropout is not None:
+                h = self.dropout[i](h)
+        return self.head(h)[:, 0].astype(jnp.float32)
+
+
+def build(config: MLPEnergyConfig, ctx: BuildContext) -> MLPEnergy:
+    """Build the network for events of ``ctx.event_shape`` (any rank; flattened)."""
+    return MLPEnergy(config, event_shape=ctx.event_shape, rngs=ctx.rngs)
+
+
+spec = ComponentSpec(
+    kind="energy",
+    name="mlp",
+    config=MLPEnergyConfig,
+    build=build,
+    summary="Fully connected energy network (flattened input, scalar output)",
+)
