@@ -90,6 +90,12 @@ def train_job(
     summary.update(result.summary)
     summary["wall_time_s"] = time.perf_counter() - started
     summary["run_dir"] = str(run_dir)
+    if "tail_mass" in summary:
+        from ebmkit.evaluate import tail_warning
+
+        note = tail_warning(summary["tail_mass"], bool(summary.get("decayed", 1.0)))
+        if note:
+            summary["warnings"] = [note]
     if not trainer.is_main_process:
         return summary
     if plots:

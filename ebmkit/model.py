@@ -28,7 +28,7 @@ from flax import nnx
 from ebmkit.components import build_component, check_fits
 from ebmkit.config import Config, load_config
 from ebmkit.data import batch_from, check_batch
-from ebmkit.nn import energy_programs, graphdefs, split_energy
+from ebmkit.nn import GaussianBaseMeasure, data_statistics, energy_programs, graphdefs, split_energy
 from ebmkit.sampling import run_chain, tunables_for, warmup
 from ebmkit.training.optim import lr_schedule, make_optimizer
 from ebmkit.training.step import TrainState, jitted_train_step, make_train_step
@@ -179,6 +179,30 @@ def _jitted_generate(eval_graphdef, sampler, starts, n_samples, n_steps, static_
     return jax.jit(generate)
 
 
+def _with_base_measure(energy: nnx.Module, config: Any, data: BuildContext) -> nnx.Module:
+    """``energy`` plus the configured base measure (unchanged for ``kind = "none"``)."""
+    if config.kind == "none":
+        return energy
+    shape = tuple(data.event_shape)
+    mean, std = config.mean, config.std
+    if mean is None or std is None:
+        reference = data.reference
+        if reference is None:
+            raise ValueError(
+                "base_measure: the data's mean and std are unknown (the model was built without a data set); "
+                "set base_measure.mean and base_measure.std, or build the model with data=data_context(dataset)"
+            )
+        data_mean, data_std = data_statistics(reference, shape)
+        mean = data_mean if mean is None else mean
+        std = data_std if std is None else std
+    try:
+        mean = np.broadcast_to(np.asarray(mean, np.float64), shape)
+        std = np.broadcast_to(np.asarray(std, np.float64), shape)
+    except ValueError:
+        raise ValueError(f"base_measure: mean and std must broadcast to the event shape {shape}") from None
+    return GaussianBaseMeasure(energy, mean=mean, std=std, scale=config.scale)
+
+
 def _resolve(config: Any) -> tuple[Config, tuple[int, ...] | None]:
     if config is None or isinstance(config, (Config, Mapping, str)) or hasattr(config, "__fspath__"):
         return (config if isinstance(config, Config) else load_config(config)), None
@@ -303,7 +327,9 @@ class EBM(nnx.Module):
         self.data = data
         rngs = rngs if rngs is not None else nnx.Rngs(run_config.train.seed)
 
-        self.energy_net = build_component(run_config.energy, data.replace(rngs=rngs))
+        self.energy_net = _with_base_measure(
+            build_component(run_config.energy, data.replace(rngs=rngs)), run_config.base_measure, data
+        )
         self._sampler = build_component(run_config.sampler, data) if run_config.sampler is not None else None
         self._loss = build_component(run_config.loss, data)
         self._buffer = build_component(run_config.buffer, data) if run_config.buffer is not None else None
@@ -362,6 +388,12 @@ class EBM(nnx.Module):
     def buffer(self) -> Any:
         """The replay buffer, or ``None`` when the run has none."""
         return self._buffer
+
+    @property
+    def fresh_starts(self) -> Any:
+        """What fresh chains start from: the buffer's init distribution, or
+        uniform in the data box without a buffer (``fresh(rng_key, n)``)."""
+        return self._starts
 
     @property
     def sample_buffer(self) -> SampleBuffer:

@@ -68,8 +68,10 @@ def sample_command(run_dir: str, num: int, steps: int | None, seed: int, out: st
 def evaluate_command(run_dir: str, as_json: bool, steps: int, seed: int) -> None:
     """Evaluate the latest checkpoint of RUN_DIR; also writes RUN_DIR/evaluation.json.
 
-    2-D data sets get the grid NLL (and the KL gap where the entropy is known);
-    every model gets the diagnostics of `ebmkit diagnose`.
+    2-D data sets get the NLL normalised over the whole plane, the KL gap
+    where the entropy is known, and tail_mass, the share of the model's mass
+    outside the data box (with the box-only figures beside them); every model
+    gets the diagnostics of `ebmkit diagnose`.
     """
     from pathlib import Path
 
@@ -87,6 +89,13 @@ def evaluate_command(run_dir: str, as_json: bool, steps: int, seed: int) -> None
             for section in ("evaluation", "diagnostics") for k, v in result[section].items()]
     click.echo(f"{run_dir} at step {result['step']}\n")
     click.echo(_table(rows, ["metric", "value", "group"]))
+    evaluation = result["evaluation"]
+    if "tail_mass" in evaluation:
+        from ebmkit.evaluate import tail_warning
+
+        note = tail_warning(evaluation["tail_mass"], bool(evaluation.get("decayed", 1.0)))
+        if note:
+            click.echo(f"warning: {note}", err=True)
     click.echo(f"\nwrote {target}", err=True)
 
 
@@ -106,18 +115,46 @@ def _number(value: Any) -> str:
               help="MCMC steps per chain.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the chains.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw report as JSON.")
-def diagnose_command(run_dir: str, num: int, steps: int, seed: int, as_json: bool) -> None:
+@click.option("--long-run", "long_run", is_flag=True,
+              help="Also run the sampler 10x and 100x the training K, from the buffer and from noise, "
+                   "and compare the samples with the model's own density.")
+def diagnose_command(run_dir: str, num: int, steps: int, seed: int, as_json: bool, long_run: bool) -> None:
     """Health check of the latest checkpoint of RUN_DIR.
 
     Energy gap (fake - real; should be > 0), MCMC energy decrease (> 0),
-    replay-buffer usage and the range of fresh samples against the data bounds.
+    replay-buffer usage and the range of fresh samples against the data bounds,
+    for the components the model has. With --long-run: whether long chains stay
+    on the model's density (escaping samples; for 2-D data the total-variation
+    distance to the density next to that of exact draws).
     """
     from ebmkit.run import diagnosis_notes, jsonable
 
     run = _open_run(run_dir)
     report = run.diagnose(n_samples=num, n_steps=steps, seed=seed)
+    check = None
+    if long_run and run.model.sampler is not None:
+        from ebmkit.evaluate import long_run_check
+
+        check = long_run_check(run.model, run.dataset, seed=seed)
     if as_json:
-        click.echo(json.dumps(jsonable({"step": run.step, **report}), indent=2))
+        out = {"step": run.step, **report}
+        if check is not None:
+            out["long_run"] = check
+        click.echo(json.dumps(jsonable(out), indent=2))
         return
     click.echo(f"{run_dir} at step {run.step}: {num} chains of {steps} steps\n")
     click.echo(_table(diagnosis_notes(report, run.dataset.bounds), ["quantity", "value", "verdict"]))
+    if check is not None:
+        from ebmkit.evaluate.long_run import advice
+
+        rows = [
+            (f"{r['steps']} steps from {r['start']}", _number(r.get("escape_fraction")),
+             _number(r["energy_mean"]), _number(r.get("tv")), _number(r.get("tv_floor")))
+            for r in check["runs"]
+        ]
+        click.echo(f"\nlong runs (data energy {check['data_energy_mean']:.4g}, model mass outside the box "
+                   f"{check['tail_mass']:.2%}):\n")
+        click.echo(_table(rows, ["chains", "escaped", "energy", "TV to density", "TV of exact draws"]))
+        click.echo(f"\n{'ok' if check['converges'] else 'check'}: {check['verdict']}")
+        if not check["converges"]:
+            click.echo(advice())

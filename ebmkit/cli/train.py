@@ -63,8 +63,10 @@ def train_command(config_file, overrides, out, resume, steps, progress, devices,
     if not _is_main_process():
         return  # another process of a multi-process run: process 0 reports
     click.echo(f"run directory: {summary['run_dir']}")
-    for key in ("nll", "kl_gap", "energy_gap", "steps_per_s", "steps", "devices", "wall_time_s"):
+    for key in ("nll", "kl_gap", "tail_mass", "energy_gap", "steps_per_s", "steps", "devices", "wall_time_s"):
         if key in summary:
             click.echo(f"  {key:<12} {_fmt(summary[key])}")
     if summary.get("plots"):
         click.echo(f"  plots        {', '.join(summary['plots'])}")
+    for note in summary.get("warnings", []):
+        click.echo(f"warning: {note}", err=True)

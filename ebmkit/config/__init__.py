@@ -33,7 +33,13 @@ from ebmkit.config.io import (
     parse_override,
     read_config_file,
 )
-from ebmkit.config.schema import DEFAULT_COMPONENTS, Config, DistributedConfig, TrainConfig
+from ebmkit.config.schema import (
+    DEFAULT_COMPONENTS,
+    BaseMeasureConfig,
+    Config,
+    DistributedConfig,
+    TrainConfig,
+)
 from ebmkit.config.validators import (
     as_tuple,
     box,
@@ -53,6 +59,7 @@ __all__ = [
     "AUTO",
     "NONE",
     "as_tuple",
+    "BaseMeasureConfig",
     "box",
     "BufferConfig",
     "ComponentConfig",

@@ -41,6 +41,8 @@ from ebmkit.config.base import (
 )
 from ebmkit.config.converter import AUTO, component_field
 from ebmkit.config.validators import (
+    as_tuple,
+    finite,
     non_negative,
     non_negative_int,
     one_of,
@@ -51,7 +53,7 @@ from ebmkit.config.validators import (
 )
 from ebmkit.errors import ConfigError, ConfigProblem
 
-__all__ = ["Config", "TrainConfig", "DistributedConfig", "DEFAULT_COMPONENTS", "parse_mesh"]
+__all__ = ["Config", "TrainConfig", "DistributedConfig", "BaseMeasureConfig", "DEFAULT_COMPONENTS", "parse_mesh"]
 
 #: Optimiser names accepted by ``train.optimizer`` (optax aliases; see ebmkit.training.optim).
 OPTIMIZER_NAMES = (
@@ -190,6 +192,41 @@ class DistributedConfig(ConfigBase):
         return None
 
 
+def _finite_tuple(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, tuple) or not value:
+        raise ValueError(f"{attribute.name}: must be a non-empty list of numbers, got {value!r}")
+    for v in value:
+        finite(_inst, attribute, v)
+
+
+@config_class
+class BaseMeasureConfig(ConfigBase):
+    """An optional base measure added to the energy, whatever the network:
+    ``E(x) = f(x) + Σ (xᵢ − μᵢ)² / (2 (scale · sᵢ)²)`` (see docs/evaluation.md).
+
+    It makes ``exp(−E)`` integrable, so the model's mass stays near the data
+    and long chains do not drift away.
+
+    Attributes:
+        kind: ``"none"`` (default) or ``"gaussian"``.
+        scale: the Gaussian's width in units of the data's standard deviation;
+            larger is weaker inside the data.
+        mean: ``μ`` per coordinate; unset takes the data set's mean.
+        std: ``s`` per coordinate; unset takes the data set's standard deviation.
+    """
+
+    kind: str = attrs.field(default="none", validator=one_of(("none", "gaussian")))
+    scale: float = attrs.field(default=3.0, validator=positive)
+    mean: tuple[float, ...] | None = attrs.field(default=None, converter=as_tuple, validator=_finite_tuple)
+    std: tuple[float, ...] | None = attrs.field(default=None, converter=as_tuple, validator=_finite_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        if self.std is not None and not all(v > 0 for v in self.std):
+            raise ValueError(f"std: every entry must be > 0, got {self.std}")
+
+
 @config_class
 class Config(ConfigBase):
     """A complete, resolved run configuration.
@@ -205,6 +242,7 @@ class Config(ConfigBase):
     dataset: DatasetConfig = component_field("dataset", DEFAULT_COMPONENTS["dataset"])
     train: TrainConfig = attrs.field(factory=TrainConfig)
     distributed: DistributedConfig = attrs.field(factory=DistributedConfig)
+    base_measure: BaseMeasureConfig = attrs.field(factory=BaseMeasureConfig)
 
     def __attrs_post_init__(self) -> None:
         from ebmkit.config.converter import component_field_value
@@ -223,7 +261,7 @@ class Config(ConfigBase):
                     ConfigProblem(
                         path=slot,
                         message=f"loss {spec.name!r} needs a {slot}, but the slot is empty",
-                        suggestion=f'set {slot} = "{DEFAULT_COMPONENTS[slot]}" (or leave it out)',
+                        suggestion=f'set {slot} = "{DEFAULT_COMPONENTS[slot]}", or leave it out',
                     )
                 )
         if problems:

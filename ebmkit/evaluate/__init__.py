@@ -6,6 +6,7 @@
 * :mod:`ebmkit.evaluate.fid`: classifier features, Fréchet distance, label entropy.
 * :mod:`ebmkit.evaluate.mmd`: maximum mean discrepancy.
 * :mod:`ebmkit.evaluate.diagnose`: the guide's health check.
+* :mod:`ebmkit.evaluate.long_run`: do long chains stay on the model's density?
 """
 
 from ebmkit.errors import ClassifierWeightsError
@@ -20,16 +21,25 @@ from ebmkit.evaluate.fid import (
     load_classifier,
     nearest_neighbour_distance,
 )
-from ebmkit.evaluate.grid import GridNLL, evaluate_dataset, grid_nll
+from ebmkit.evaluate.grid import (
+    TAIL_MASS_WARNING,
+    GridNLL,
+    evaluate_dataset,
+    grid_nll,
+    tail_warning,
+)
+from ebmkit.evaluate.long_run import density_tv, long_run_check
 from ebmkit.evaluate.mmd import median_bandwidth, mmd
 
 __all__ = [
     "AISResult",
+    "TAIL_MASS_WARNING",
     "ClassifierWeightsError",
     "GridNLL",
     "ais_log_z",
     "annealing_schedule",
     "classifier_features",
+    "density_tv",
     "diagnose",
     "evaluate_dataset",
     "frechet_distance",
@@ -38,8 +48,10 @@ __all__ = [
     "grid_nll",
     "label_entropy",
     "load_classifier",
+    "long_run_check",
     "median_bandwidth",
     "mmd",
     "nearest_neighbour_distance",
     "reverse_ais_log_z",
+    "tail_warning",
 ]

@@ -1,5 +1,6 @@
 """Building blocks for energy networks: shared layers and the eval-mode contract."""
 
+from ebmkit.nn.base_measure import GaussianBaseMeasure, data_statistics
 from ebmkit.nn.eval import energy_programs, eval_view, graphdefs, split_energy
 from ebmkit.nn.layers import (
     ACTIVATIONS,
@@ -15,6 +16,8 @@ from ebmkit.nn.layers import (
 
 __all__ = [
     "ACTIVATIONS",
+    "GaussianBaseMeasure",
+    "data_statistics",
     "ModeViewMixin",
     "SpectralNorm",
     "TraceSafeDropout",

@@ -475,6 +475,16 @@ def _comparable(toml_text: str) -> dict[str, Any]:
         data = tomllib.loads(toml_text)
     except tomllib.TOMLDecodeError:
         return {"unreadable": toml_text}
+    # Through the current converter, so that a setting added since the run was
+    # written (with its default) is not a difference; as written if it no
+    # longer structures (the comparison then names what changed).
+    from ebmkit.config import load_config, unstructure
+    from ebmkit.errors import EbmkitError
+
+    try:
+        data = unstructure(load_config(data))
+    except (EbmkitError, ValueError, TypeError):
+        pass
     train = dict(data.get("train", {}))
     for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
         train.pop(key, None)

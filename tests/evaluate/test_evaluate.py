@@ -76,14 +76,80 @@ def test_grid_nll_matches_the_analytic_mixture_nll():
     assert result.outside_fraction == float(np.mean(np.any(np.abs(x) > 8.0, axis=1)))
 
 
-def test_grid_nll_flags_a_box_that_cuts_the_mass():
+def test_a_box_that_cuts_the_mass_costs_the_box_figures_not_the_full_plane_ones():
     x = gmm_samples(20_000)
     analytic = float(np.mean(-gmm_log_prob(x)))
     result = grid_nll(gmm_energy, x, bounds=(-1.5, 1.5), n=128)
     assert result.edge_mass > 0.05
     assert result.outside_fraction == pytest.approx(np.mean(np.any(np.abs(x) > 1.5, axis=1)))
     assert result.outside_fraction > 0.3  # points outside are counted, and still scored
-    assert result.log_z < -0.5 and result.nll < analytic - 0.5  # optimistic, as documented
+    # Normalised over the box alone the NLL is optimistic; over the plane it is right.
+    assert result.log_z_box < -0.5 and result.nll_box < analytic - 0.5
+    assert result.tail_mass > 0.8 and result.nll == pytest.approx(analytic, abs=5e-3)
+
+
+def _wide_mixture_log_prob(x, w=0.9, narrow=0.3, wide=20.0):
+    """``log p`` of ``w N(0, narrow² I) + (1 − w) N(0, wide² I)`` in float64."""
+    x = np.asarray(x, np.float64)
+    sq = np.sum(x**2, axis=-1)
+    comps = np.stack([
+        np.log(w) - 0.5 * sq / narrow**2 - np.log(2 * np.pi * narrow**2),
+        np.log(1 - w) - 0.5 * sq / wide**2 - np.log(2 * np.pi * wide**2),
+    ])
+    m = comps.max(axis=0)
+    return m + np.log(np.exp(comps - m).sum(axis=0))
+
+
+def test_full_plane_nll_and_tail_mass_match_the_closed_form():
+    """A narrow Gaussian inside the box and a wide one reaching far beyond it:
+    the normaliser is 1, and the mass outside [-4, 4]² is known exactly."""
+    w, narrow, wide, edge = 0.9, 0.3, 20.0, 4.0
+    rng = np.random.default_rng(0)
+    n = 20_000
+    wide_rows = rng.random(n) > w
+    x = np.where(wide_rows[:, None], wide * rng.normal(size=(n, 2)), narrow * rng.normal(size=(n, 2)))
+    x = x[np.all(np.abs(x) < edge, axis=1)]  # held-out points inside the box, as a data set's are
+
+    def energy(pts):
+        return -_wide_mixture_log_prob(pts, w, narrow, wide)
+
+    def outside(std):
+        return 1.0 - math.erf(edge / (std * math.sqrt(2))) ** 2
+
+    expected_tail = w * outside(narrow) + (1 - w) * outside(wide)
+    result = grid_nll(energy, x, bounds=(-edge, edge), n=256)
+    assert result.tail_mass == pytest.approx(expected_tail, rel=2e-3)  # 0.0958...
+    assert abs(result.log_z) < 2e-3  # the whole plane's mass is 1
+    analytic = float(np.mean(-_wide_mixture_log_prob(x, w, narrow, wide)))
+    assert result.nll == pytest.approx(analytic, abs=2e-3)
+    # The box-only NLL is optimistic by -log(1 - tail_mass).
+    assert result.nll_box == pytest.approx(analytic + math.log(1 - expected_tail), abs=2e-3)
+    assert result.decayed
+
+
+def test_a_density_that_never_decays_is_flagged():
+    """A plateau: exp(-E) is constant far out, so the plane's mass is not finite."""
+
+    def plateau(pts):
+        pts = np.asarray(pts, np.float64)
+        return np.minimum(0.5 * np.sum(pts**2, axis=-1), 5.0)
+
+    result = grid_nll(plateau, np.zeros((4, 2)), bounds=(-4.0, 4.0), n=64)
+    assert not result.decayed and result.tail_mass > 0.99
+
+
+def test_evaluate_dataset_reports_tail_mass_and_box_figures():
+    from ebmkit.evaluate import TAIL_MASS_WARNING, tail_warning
+
+    ds = registry.get_spec("dataset", "8gaussians").create(registry.get_spec("dataset", "8gaussians").config())
+    out = evaluate_dataset(lambda x: -ds.log_prob(x), ds, n_test=5_000, grid=128)
+    # The true density puts 0.02 % of its mass outside [-4, 4]^2 (3.3 std from
+    # the outer modes); the box-only NLL is optimistic by exactly -log(1 - tail).
+    assert 1e-4 < out["tail_mass"] < TAIL_MASS_WARNING and out["decayed"] == 1.0
+    assert out["kl_gap"] - out["kl_gap_box"] == pytest.approx(-math.log(1 - out["tail_mass"]), abs=1e-6)
+    assert tail_warning(out["tail_mass"], True) is None
+    assert "2.0%" in tail_warning(0.02, True) and TAIL_MASS_WARNING == 1e-3
+    assert "lower bound" in tail_warning(0.5, False)
 
 
 def test_grid_nll_rejects_points_that_are_not_2d():
@@ -406,3 +472,40 @@ def test_missing_or_corrupt_weights_fail_clearly_naming_the_file(tmp_path):
     with pytest.raises(ValueError, match="unknown classifier 'cifar'"):
         load_classifier("cifar")
     assert zipfile.is_zipfile(src)
+
+
+# -- the long-run check ------------------------------------------------------------------
+
+
+def test_density_tv_is_at_the_floor_for_exact_draws_and_far_above_it_for_wrong_ones():
+    from ebmkit.evaluate import density_tv
+
+    def energy(pts):
+        return 0.5 * np.sum(np.asarray(pts, np.float64) ** 2, axis=-1)
+
+    rng = np.random.default_rng(3)
+    exact = rng.normal(size=(5_000, 2))
+    tv, floor = density_tv(exact, energy, (-4.0, 4.0), bins=16, sub=4)
+    assert abs(tv - floor) < 0.03
+    shifted = exact + 1.0
+    tv_shifted, _ = density_tv(shifted, energy, (-4.0, 4.0), bins=16, sub=4)
+    assert tv_shifted > floor + 0.3
+
+
+def test_long_run_check_flags_chains_that_drift_away():
+    import ebmkit
+    from ebmkit.evaluate import long_run_check
+    from ebmkit.evaluate.long_run import advice
+
+    model = ebmkit.assemble(
+        energy={"name": "mlp", "hidden_dims": [8]},
+        sampler={"name": "langevin", "num_steps": 2, "step_size": 0.5},  # far too large: chains fly off
+        buffer={"name": "replay", "capacity": 64}, train={"batch_size": 32},
+    )
+    model.train_step(np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32))
+    data = ebmkit.build_dataset(model.config.dataset)
+    report = long_run_check(model, data, multiples=(5,), num_chains=256)
+    assert {r["start"] for r in report["runs"]} == {"noise", "buffer"}
+    assert all(r["steps"] == 10 for r in report["runs"])
+    assert not report["converges"] and "total variation" in report["verdict"]
+    assert "base_measure" in advice()

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebmkit.config import BufferConfig, config_class
-from ebmkit.config.validators import finite, one_of, optional, positive, positive_int, probability
+from ebmkit.config.validators import finite, non_negative, one_of, optional, positive, positive_int, probability
 from ebmkit.errors import ConfigError, ConfigProblem
 from ebmkit.registry import ComponentSpec
 from ebmkit.sampling import noise_key
@@ -47,6 +47,9 @@ class ReplayBufferConfig(BufferConfig):
         init_high: upper end of the uniform box; ``None`` takes the data set's
             upper bound, else 1.
         init_std: standard deviation of the ``normal`` init (mean 0).
+        init_margin: widen the uniform box by this fraction of its width on
+            each side (0.5 doubles it), so that restarted chains also visit
+            the tails around the data and the energy learns to rise there.
     """
 
     capacity: int = attrs.field(default=10000, validator=positive_int)
@@ -55,6 +58,7 @@ class ReplayBufferConfig(BufferConfig):
     init_low: float | None = attrs.field(default=None, validator=optional(finite))
     init_high: float | None = attrs.field(default=None, validator=optional(finite))
     init_std: float = attrs.field(default=1.0, validator=positive)
+    init_margin: float = attrs.field(default=0.0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
         if self.init_low is not None and self.init_high is not None and not self.init_low < self.init_high:
@@ -197,6 +201,9 @@ def build(config: ReplayBufferConfig, ctx: BuildContext) -> ReplayBuffer:
     data_low, data_high = (-1.0, 1.0) if bounds is None else bounds
     low = _bound(config.init_low if config.init_low is not None else data_low, "low")
     high = _bound(config.init_high if config.init_high is not None else data_high, "high")
+    if config.init_margin:
+        width = high - low
+        low, high = low - config.init_margin * width, high + config.init_margin * width
     try:
         np.broadcast_shapes(low.shape, high.shape, shape)
     except ValueError:
