@@ -41,7 +41,7 @@ from ebmkit.evaluate.grid import grid_nll
 from ebmkit.nn import graphdefs, split_energy
 from ebmkit.sampling import run_chain
 
-__all__ = ["long_run_check", "density_tv", "advice", "ESCAPE_LIMIT", "TV_MARGIN"]
+__all__ = ["long_run_check", "continue_chains", "sample_report", "density_tv", "advice", "ESCAPE_LIMIT", "TV_MARGIN"]
 
 #: Escaping samples above this fraction (above the model's own mass outside the
 #: box, for 2-D data) fail the check.
@@ -100,6 +100,36 @@ def density_tv(
     exact = np.random.default_rng(seed).multinomial(len(samples), p)
     floor = 0.5 * float(np.abs(exact / len(samples) - p).sum())
     return tv, floor
+
+
+def continue_chains(model: Any, x0: Any, num_steps: int, *, seed: int = 0) -> np.ndarray:
+    """Run the model's sampler ``num_steps`` steps from ``x0[B, *event]`` (e.g.
+    states of the replay buffer) in eval mode; one compiled program per length."""
+    if model.sampler is None:
+        raise ValueError("the model has no sampler to run")
+    _, eval_graphdef = graphdefs(model.energy_net)
+    params, rest = split_energy(model.energy_net)
+    x, _ = _chain_program(eval_graphdef, model.sampler, int(num_steps))(
+        params, rest, jax.random.key(seed), jnp.asarray(x0, jnp.float32)
+    )
+    return np.asarray(x)
+
+
+def sample_report(model: Any, dataset: Any, samples: Any, *, seed: int = 0) -> dict[str, float]:
+    """How samples sit against the data box and, for 2-D data, the model's own
+    density: ``escape_fraction``, ``tail_mass``, ``tv`` and ``tv_floor``."""
+    x = np.asarray(samples, np.float64)
+    out: dict[str, float] = {}
+    bounds = dataset.bounds
+    if bounds is None:
+        return out
+    flat = x.reshape(len(x), -1)
+    out["escape_fraction"] = float(np.mean(~np.all((flat >= bounds[0]) & (flat <= bounds[1]), axis=1)))
+    if tuple(dataset.event_shape) == (2,):
+        finite = np.all(np.isfinite(flat), axis=1)
+        out["tail_mass"] = grid_nll(model.energy, np.zeros((1, 2), np.float32), bounds, 256).tail_mass
+        out["tv"], out["tv_floor"] = density_tv(x[finite], model.energy, bounds, seed=seed)
+    return out
 
 
 def long_run_check(

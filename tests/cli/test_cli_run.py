@@ -149,6 +149,22 @@ def test_sample_command_writes_npz_and_scatter(trained, tmp_path):
         np.testing.assert_array_equal(npz["samples"], samples)
 
 
+def test_sample_command_continues_the_buffer_and_reports_against_the_density(trained, tmp_path):
+    out = tmp_path / "buffer.npz"
+    result = invoke("sample", trained[0], "-n", 200, "--steps", 3, "--start", "buffer", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "outside the data box:" in result.output and "exact draws:" in result.output
+    with np.load(out) as npz:
+        assert npz["samples"].shape == (200, 2)
+
+
+def test_diagnose_long_run_prints_the_check(trained):
+    result = invoke("diagnose", trained[0], "--long-run", "-n", 8, "--steps", 2)
+    assert result.exit_code == 0, result.output
+    assert "long runs" in result.output and "30 steps from buffer" in result.output
+    assert "TV to density" in result.output
+
+
 def test_sample_command_needs_an_npz_name(trained, tmp_path):
     result = invoke("sample", trained[0], "-n", 5, "--out", tmp_path / "samples.png")
     assert result.exit_code == 2
