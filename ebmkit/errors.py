@@ -16,6 +16,7 @@ __all__ = [
     "ShardingError",
     "CheckpointError",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "RunError",
     "RunDirectoryError",
     "ClassifierWeightsError",
@@ -187,3 +188,21 @@ class RunDirectoryError(EbmkitError):
 
 class ClassifierWeightsError(EbmkitError, ValueError):
     """A feature classifier's weights file is missing, corrupt or does not fit."""
+
+
+class TrainingInterrupted(EbmkitError):
+    """A run stopped on SIGINT or SIGTERM after saving a checkpoint.
+
+    Attributes:
+        step: the step of the checkpoint it saved.
+        signum: the signal's number.
+        run_dir: the run directory, or ``None``.
+        exit_code: the conventional exit status (128 + the signal's number).
+    """
+
+    def __init__(self, message: str, *, step: int, signum: int, run_dir: object = None):
+        super().__init__(message)
+        self.step = step
+        self.signum = signum
+        self.run_dir = run_dir
+        self.exit_code = 128 + int(signum)

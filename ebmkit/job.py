@@ -6,6 +6,7 @@ directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,7 +25,7 @@ from ebmkit.model import EBM
 from ebmkit.run import jsonable
 from ebmkit.training import Trainer, TrainResult
 
-__all__ = ["train_job", "RunDirectoryError", "write_artifacts", "SUMMARY_KEYS"]
+__all__ = ["train_job", "run_lock", "RunDirectoryError", "write_artifacts", "SUMMARY_KEYS", "SAFE_ON_RESUME"]
 
 #: Keys every summary.json has (NaN where they do not apply, e.g. NLL on
 #: images); ``energy_gap`` is there when the loss has negatives.
@@ -70,9 +71,77 @@ def train_job(
         RunDirectoryError: ``out`` holds a run and ``resume`` is off.
         ShardingError: the run cannot be split over the requested devices.
     """
+    overrides = list(overrides)
+    run_dir = Path(out) if out is not None else None
+    own_config = None
+    if resume and config is None:
+        # Resume means the run's own config: the default one would silently
+        # retrain something else. Only what is safe to change may be set.
+        guess = run_dir if run_dir is not None else _default_out(load_config(None))
+        if (guess / "config.toml").is_file():
+            own_config = guess / "config.toml"
+            unsafe = [o for o in overrides if o.partition("=")[0].strip() not in SAFE_ON_RESUME
+                      and not o.partition("=")[0].strip().startswith("distributed.")]
+            if unsafe:
+                raise RunDirectoryError(
+                    f"cannot change {', '.join(o.partition('=')[0].strip() for o in unsafe)} when resuming "
+                    f"{guess}; on resume only {', '.join(SAFE_ON_RESUME)} and distributed.* may change "
+                    "(start a new --out directory to change the rest)"
+                )
+            config = own_config
     cfg = config if isinstance(config, Config) and not overrides else load_config(config, overrides=overrides)
     initialize_distributed(cfg.distributed)
-    run_dir = Path(out) if out is not None else _default_out(cfg)
+    run_dir = run_dir if run_dir is not None else _default_out(cfg)
+    with run_lock(run_dir):
+        return _train_in(run_dir, cfg, resume=resume, progress=progress, plots=plots, own_config=own_config)
+
+
+#: Settings a resumed run may change (each change is recorded in resumes.jsonl).
+SAFE_ON_RESUME = (
+    "train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.learning_rate",
+)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold ``run_dir``'s writer lock: one process writes a run directory.
+
+    The lock is an OS file lock (``filelock``), released when the process ends
+    however it ends, so a killed run leaves no stale lock behind.
+
+    Raises:
+        RunDirectoryError: another process holds it (its pid is named) or the
+            directory cannot be created.
+    """
+    import filelock
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+    lock = filelock.FileLock(str(run_dir / ".lock"))
+    holder = run_dir / ".writer"
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        try:
+            pid = json.loads(holder.read_text(encoding="utf-8")).get("pid", "?")
+        except (OSError, ValueError):
+            pid = "?"
+        raise RunDirectoryError(
+            f"{run_dir} is being written by another ebmkit process (pid {pid}); wait for it to finish, "
+            "or choose another --out"
+        ) from None
+    try:
+        holder.write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+        yield
+    finally:
+        lock.release()
+
+
+def _train_in(run_dir: Path, cfg: Config, *, resume: bool, progress: bool, plots: bool,
+              own_config: Path | None) -> dict[str, Any]:
     ckpt_dir = run_dir / "checkpoints"
     has_run = ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
     if has_run and not resume:
@@ -81,6 +150,8 @@ def train_job(
         )
     if resume and not has_run:
         raise RunDirectoryError(f"nothing to resume: {ckpt_dir} has no checkpoint")
+    if resume:
+        _record_changes(run_dir, cfg)
     dataset = build_dataset(cfg.dataset)
     model = EBM(cfg, data=data_context(dataset))
     trainer = Trainer(model, dataset, run_dir=run_dir, progress=progress)
@@ -90,6 +161,10 @@ def train_job(
     summary.update(result.summary)
     summary["wall_time_s"] = time.perf_counter() - started
     summary["run_dir"] = str(run_dir)
+    if getattr(trainer, "already_complete", False):
+        summary["note"] = (
+            f"the run had already reached step {trainer.step}: finished its evaluation, summary and plots"
+        )
     if "tail_mass" in summary:
         from ebmkit.evaluate import tail_warning
 
@@ -103,6 +178,32 @@ def train_job(
     with open(run_dir / "summary.json", "w", encoding="utf-8") as fh:
         json.dump(jsonable(summary), fh, indent=2)
     return summary
+
+
+def _record_changes(run_dir: Path, cfg: Config) -> None:
+    """Append the safe settings that differ from the run's ``config.toml`` to
+    ``resumes.jsonl`` (one row per resume that changes something)."""
+    import tomllib
+
+    from ebmkit.config import unstructure
+
+    path = run_dir / "config.toml"
+    if not path.is_file():
+        return
+    try:
+        before = unstructure(load_config(tomllib.loads(path.read_text(encoding="utf-8"))))
+    except Exception:  # noqa: BLE001 - an unreadable old config is reported by the resume itself
+        return
+    after = unstructure(cfg)
+    changes = {}
+    for key in SAFE_ON_RESUME:
+        section, name = key.split(".")
+        old, new = before.get(section, {}).get(name), after.get(section, {}).get(name)
+        if old != new:
+            changes[key] = [old, new]
+    if changes:
+        with open(run_dir / "resumes.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"changes": changes}) + "\n")
 
 
 def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path) -> list[str]:

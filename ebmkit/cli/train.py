@@ -28,7 +28,9 @@ def _fmt(value: object) -> str:
               help="Override a config value, e.g. --set sampler.step_size=0.05 (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/<dataset>).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its latest checkpoint (with its own config.toml when no "
+                   "CONFIG_FILE is given; then only steps, logging, checkpoint cadence and learning rate may change).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Shorthand for --set train.steps=N.")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when the terminal is interactive).")
@@ -59,10 +61,21 @@ def train_command(config_file, overrides, out, resume, steps, progress, devices,
         overrides.append(f'distributed.mesh="{mesh}"')
     if progress is None:
         progress = sys.stderr.isatty()
-    summary = train_job(config_file, overrides=overrides, out=out, resume=resume, progress=progress)
+    from ebmkit.errors import TrainingInterrupted
+
+    try:
+        summary = train_job(config_file, overrides=overrides, out=out, resume=resume, progress=progress)
+    except TrainingInterrupted as exc:
+        click.echo(f"{exc}", err=True)
+        if exc.run_dir is not None:
+            again = " ".join(["ebmkit train", *([config_file] if config_file else []), "--out", str(exc.run_dir), "--resume"])
+            click.echo(f"resume with: {again}", err=True)
+        sys.exit(exc.exit_code)
     if not _is_main_process():
         return  # another process of a multi-process run: process 0 reports
     click.echo(f"run directory: {summary['run_dir']}")
+    if summary.get("note"):
+        click.echo(f"  {summary['note']}")
     for key in ("nll", "kl_gap", "tail_mass", "energy_gap", "steps_per_s", "steps", "devices", "wall_time_s"):
         if key in summary:
             click.echo(f"  {key:<12} {_fmt(summary[key])}")

@@ -13,17 +13,45 @@ from pathlib import Path
 
 from ebmkit.hookspecs import hookimpl
 
-__all__ = ["MetricsWriter", "ProgressBar"]
+__all__ = ["MetricsWriter", "ProgressBar", "read_rows"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The JSON rows of a metrics file, skipping a last line cut off by a crash
+    (``[]`` when there is no file)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 class MetricsWriter:
-    """Appends each logged metrics row to a JSON-lines file."""
+    """Appends each logged metrics row to a JSON-lines file.
 
-    def __init__(self, path: Path, *, append: bool):
+    Args:
+        path: the file.
+        append: keep the rows already there (a resumed run).
+        keep_until: with ``append``, drop rows logged after this step: a run
+            resumed from its checkpoint redoes those steps and logs them again.
+    """
+
+    def __init__(self, path: Path, *, append: bool, keep_until: int | None = None):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if not append and path.exists():
             path.unlink()
+        elif keep_until is not None and path.exists():
+            kept = [row for row in read_rows(path) if row.get("step", 0) <= keep_until]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+            tmp.replace(path)
 
     @hookimpl
     def ebmkit_step_end(self, step: int, metrics: Mapping[str, float]) -> None:

@@ -20,9 +20,12 @@ The trainer itself only talks to a :class:`~ebmkit.training.placement.Placement`
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +36,13 @@ import numpy as np
 
 from ebmkit.config import Config, dump_config
 from ebmkit.distributed import DataParallel, data_parallel_step
-from ebmkit.errors import CheckpointError, TrainingDiverged
+from ebmkit.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
 from ebmkit.nn import energy_programs
 from ebmkit.sampling import warmup
 from ebmkit.training.checkpoint import Checkpointer
 from ebmkit.training.divergence import ADVICE, divergence_reason
 from ebmkit.training.fusion import fuse_steps
-from ebmkit.training.hooks import MetricsWriter, ProgressBar
+from ebmkit.training.hooks import MetricsWriter, ProgressBar, read_rows
 from ebmkit.training.optim import get_learning_rate, set_learning_rate
 from ebmkit.training.placement import Placement, SingleDevice
 from ebmkit.training.step import TrainState, make_train_step
@@ -71,6 +74,13 @@ class TrainResult:
 
 def _as_host(metrics: list[dict[str, jax.Array]]) -> list[dict[str, np.ndarray]]:
     return [{k: np.asarray(v) for k, v in m.items()} for m in jax.device_get(metrics)]
+
+
+@jax.jit
+def _all_finite_program(state: Any) -> jax.Array:
+    """Whether every floating-point value of ``state`` is finite (on the device)."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
 
 
 class Trainer:
@@ -156,6 +166,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._pm = None
         self._notes: list[str] = []
+        self._stop_signal: int | None = None
 
     # -- state -------------------------------------------------------------------
 
@@ -184,14 +195,36 @@ class Trainer:
     def _snapshot(self) -> Any:
         return self.placement.snapshot(self.state)
 
+    def state_problem(self, pending: list[dict[str, jax.Array]] = ()) -> str | None:
+        """Why the current state must not be saved, or ``None``.
+
+        Checks the divergence flags of steps not yet logged (computed inside
+        the compiled step, so fetching them costs a few bytes) and the whole
+        state on the device — parameters, optimiser, buffer, loss and sampler
+        state — for NaN and infinity (one reduction program).
+        """
+        for m in _as_host([{"diverged": p["diverged"]} for p in pending]) if pending else []:
+            if np.any(m["diverged"]):
+                return "diverged since the last logged step"
+        if not bool(_all_finite_program(self.state)):
+            return "non-finite values in the training state"
+        return None
+
     def save_checkpoint(self) -> Path | None:
-        """Save the current state (only if it is finite: never a NaN on disk)."""
-        if not self.placement.all_finite(self.state.trainable):
-            raise TrainingDiverged(f"refusing to checkpoint non-finite parameters at step {self.step}")
+        """Save the current state, verified finite on the device first: a
+        diverged state never reaches disk.
+
+        Raises:
+            TrainingDiverged: the state holds NaN or infinity.
+        """
+        problem = self.state_problem()
+        if problem is not None:
+            raise TrainingDiverged(f"refusing to checkpoint step {self.step}: {problem}")
         self._good = (self.step, self._snapshot(), self.data_rng.bit_generator.state, self.retries)
         if self.checkpointer is None:
             return None
-        path = self.checkpointer.save(self.step, self.placement.checkpoint_view(self.state), self._metadata())
+        meta = {**self._metadata(), "verified_finite": True}
+        path = self.checkpointer.save(self.step, self.placement.checkpoint_view(self.state), meta)
         self._hook("ebmkit_checkpoint_saved", step=self.step, path=path)
         return path
 
@@ -215,6 +248,10 @@ class Trainer:
             )
         # Restored straight into this placement's layout, whatever layout saved it.
         state, meta = self.checkpointer.restore(self.placement.checkpoint_view(self.state), meta["step"])
+        saved_lr = _saved_learning_rate(meta.get("config_toml", ""))
+        if saved_lr is not None and saved_lr != self.train.learning_rate:
+            # A resume that asks for another learning rate gets it from here on.
+            state = state._replace(opt_state=set_learning_rate(state.opt_state, self.train.learning_rate))
         self.state = self.placement.put_state(state)
         self.step = int(meta["step"])
         self.retries = int(meta.get("retries", 0))
@@ -262,6 +299,49 @@ class Trainer:
             return
         getattr(self._pm.hook, name)(**kwargs)
 
+    @contextlib.contextmanager
+    def _catch_stop_signals(self) -> Iterator[None]:
+        """On SIGINT/SIGTERM, finish the step in flight, save, and stop; a
+        second signal acts at once (the handlers in force before return)."""
+        self._stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            self._stop_signal = signum
+            signal.signal(signum, previous[signum])
+
+        for sig in previous:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _stop(self, pending: list[dict[str, jax.Array]]) -> None:
+        """Save a checkpoint (if the state is sound) and raise TrainingInterrupted."""
+        signum = self._stop_signal
+        name = signal.Signals(signum).name
+        problem = self.state_problem(pending)
+        where = f" in {self.checkpointer.directory}" if self.checkpointer else ""
+        if problem is None:
+            self.save_checkpoint()
+            message = f"stopped by {name} at step {self.step}; checkpoint saved{where}"
+        else:
+            message = f"stopped by {name} at step {self.step} ({problem}); the last good checkpoint is step {self._good[0]}{where}"
+        raise TrainingInterrupted(message, step=self.step if problem is None else self._good[0], signum=signum,
+                                  run_dir=self.run_dir)
+
+    def _logged_history(self) -> list[dict[str, float]]:
+        """The rows ``metrics.jsonl`` holds up to the restored step (rows after
+        it belong to steps that are being redone)."""
+        if self.run_dir is None:
+            return []
+        return [row for row in read_rows(self.run_dir / "metrics.jsonl") if row.get("step", 0) <= self.step]
+
     def _open_hooks(self, append: bool, bar: ProgressBar | None) -> None:
         import pluggy
 
@@ -278,7 +358,9 @@ class Trainer:
             self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
             self._pm.add_hookspecs(hookspecs)
         if self.run_dir is not None:
-            self._own_plugins.append(MetricsWriter(self.run_dir / "metrics.jsonl", append=append))
+            self._own_plugins.append(
+                MetricsWriter(self.run_dir / "metrics.jsonl", append=append, keep_until=self.step if append else None)
+            )
         if bar is not None:
             self._own_plugins.append(bar)
         for i, plugin in enumerate(self._own_plugins):
@@ -325,6 +407,20 @@ class Trainer:
         key = jax.random.fold_in(state.rng_key, 0x5741524D)  # "WARM"
         self.state = self.placement.put_state(state._replace(sampler_state=run(key, state.sampler_state)))
 
+    def _diverged(self, reason: str) -> None:
+        """Roll back to the last good state, or give up after ``max_retries``."""
+        if self.retries >= self.train.max_retries:
+            raise TrainingDiverged(
+                f"training diverged ({reason}) near step {self.step} after {self.retries} rollback(s).\n"
+                + "\n".join(self._notes)
+                + ("\n" if self._notes else "")
+                + "The last good checkpoint"
+                + (f" (step {self._good[0]}) is intact in {self.checkpointer.directory}" if self.checkpointer else " is in memory")
+                + ".\n"
+                + ADVICE
+            )
+        self._rollback(reason)
+
     def _log(self, pending: list[dict[str, jax.Array]], steps_per_s: float) -> dict[str, float] | None:
         """Fetch pending metrics; returns the row, or None after a rollback."""
         host = _as_host(pending)
@@ -332,17 +428,7 @@ class Trainer:
         if diverged.any():
             first = [m for m in host if np.any(m["diverged"])][0]
             reason = divergence_reason(first, self.train.energy_bound)
-            if self.retries >= self.train.max_retries:
-                raise TrainingDiverged(
-                    f"training diverged ({reason}) near step {self.step} after {self.retries} rollback(s).\n"
-                    + "\n".join(self._notes)
-                    + ("\n" if self._notes else "")
-                    + "The last good checkpoint"
-                    + (f" (step {self._good[0]}) is intact in {self.checkpointer.directory}" if self.checkpointer else " is in memory")
-                    + ".\n"
-                    + ADVICE
-                )
-            self._rollback(reason)
+            self._diverged(reason)
             return None
         row = {}
         for key in host[0]:
@@ -368,6 +454,12 @@ class Trainer:
         if resume and self.checkpointer is not None and self.checkpointer.latest_step() is not None:
             self.restore()
             resumed = True
+            if self.step > t.steps:
+                raise CheckpointError(
+                    f"the run in {self.run_dir} is at step {self.step}, past the {t.steps} steps asked for; "
+                    f"ask for {self.step} or more (--steps {self.step})"
+                )
+            self.history = self._logged_history()
         if self.run_dir is not None and self.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(self.config, self.run_dir / "config.toml")
@@ -376,10 +468,15 @@ class Trainer:
         bar = ProgressBar(t.steps, self.step) if self.progress and self.is_main_process else None
         self._open_hooks(append=resumed, bar=bar)
         self._hook("ebmkit_run_start", config=self.config, run_dir=self.run_dir)
+        stack = contextlib.ExitStack()
         try:
+            stack.enter_context(self._catch_stop_signals())
             if not resumed:
                 self._warmup_sampler()
                 self.save_checkpoint()
+            #: Whether training had already reached its target (a resume that
+            #: only finishes evaluation, summary and plots).
+            self.already_complete = resumed and self.step >= t.steps
             spc = t.steps_per_call
             pending: list[dict[str, jax.Array]] = []
             timing_start, timed_steps, paused = None, 0, 0.0
@@ -389,6 +486,8 @@ class Trainer:
                 self.state, metrics = self._step(self.state, xs)
                 self.step += n
                 pending.append(metrics)
+                if self._stop_signal is not None:
+                    self._stop(pending)
                 if timing_start is None:
                     jax.block_until_ready(metrics)  # exclude compilation from the speed
                     timing_start, timed_steps = time.perf_counter(), 0
@@ -412,14 +511,24 @@ class Trainer:
                     self.history.append(row)
                     self._hook("ebmkit_step_end", step=self.step, metrics={k: v for k, v in row.items() if k != "step"})
                 if t.checkpoint_every and self.step % t.checkpoint_every < n and not at_end:
+                    problem = self.state_problem(pending)
+                    if problem is not None:
+                        pending = []
+                        self._diverged(problem)
+                        continue
                     self.save_checkpoint()
-            self.save_checkpoint()
+            if not self.already_complete:
+                problem = self.state_problem(pending)
+                if problem is not None:
+                    self._diverged(problem)  # raises: the end was reached by a diverged run
+                self.save_checkpoint()
             self.model.load_train_state(self.placement.to_local(self.state))
             summary = self._summary()
         except BaseException as exc:
             error = exc
             raise
         finally:
+            stack.close()
             if bar:
                 bar.close()
             self._hook(
@@ -486,7 +595,7 @@ def _comparable(toml_text: str) -> dict[str, Any]:
     except (EbmkitError, ValueError, TypeError):
         pass
     train = dict(data.get("train", {}))
-    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "learning_rate"):
         train.pop(key, None)
     data["train"] = train
     # A run may resume on another number of devices or processes.
@@ -495,6 +604,16 @@ def _comparable(toml_text: str) -> dict[str, Any]:
         if isinstance(section, dict):
             section.pop("provider", None)
     return data
+
+
+def _saved_learning_rate(toml_text: str) -> float | None:
+    import tomllib
+
+    try:
+        value = tomllib.loads(toml_text).get("train", {}).get("learning_rate")
+    except tomllib.TOMLDecodeError:
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:

@@ -1,0 +1,105 @@
+"""A run you can trust from start to finish: no diverged state on disk, one
+writer per run directory, resume at or past the end, the run's own config on
+resume, history kept across resumes, interrupts that save and say how to go on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import ebmkit
+from ebmkit.job import run_lock
+from ebmkit.training.checkpoint import Checkpointer
+
+TINY = ["energy.hidden_dims=[16,16]", "sampler.num_steps=3", "buffer.capacity=512", "train.batch_size=32"]
+
+
+def _job(out: Path, *sets: str, **kwargs):
+    return ebmkit.train_job(None, overrides=[*TINY, *sets], out=out, plots=False, **kwargs)
+
+
+def test_a_diverged_state_never_reaches_disk(tmp_path):
+    """Divergence between two logged steps is caught before the checkpoint due
+    in between: the checkpoint cadence is finer than the logging one here."""
+    out = tmp_path / "div"
+    with pytest.raises(ebmkit.TrainingDiverged) as info:
+        _job(out, "train.learning_rate=10", "train.log_every=100", "train.checkpoint_every=5", "train.steps=300")
+    assert "rolled back" in str(info.value)
+    checkpoints = Checkpointer(out / "checkpoints")
+    for step in checkpoints.steps():
+        assert checkpoints.metadata(step)["verified_finite"] is True
+    # What is on disk restores finite: reopen the last checkpoint.
+    run = ebmkit.open_run(out)
+    state = run.model.train_state()._replace(rng_key=None)
+    leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
+    assert all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.floating))
+
+
+def test_one_writer_per_run_directory(tmp_path):
+    out = tmp_path / "locked"
+    with run_lock(out):
+        with pytest.raises(ebmkit.RunDirectoryError, match=rf"pid {os.getpid()}"):
+            _job(out, "train.steps=10")
+    # Released: the next writer gets in, and a killed holder would leave no lock (an OS lock).
+    assert _job(out, "train.steps=10", "train.log_every=5")["steps"] == 10
+
+
+def test_resume_finishes_a_complete_run_and_refuses_fewer_steps(tmp_path):
+    out = tmp_path / "done"
+    _job(out, "train.steps=20", "train.log_every=10", "train.checkpoint_every=10")
+    (out / "summary.json").unlink()  # as if killed after the last checkpoint, before the summary
+    again = ebmkit.train_job(None, out=out, resume=True, plots=False)
+    assert again["steps"] == 20 and "already reached step 20" in again["note"]
+    assert (out / "summary.json").is_file()
+    with pytest.raises(ebmkit.CheckpointError, match="past the 10 steps asked for"):
+        ebmkit.train_job(None, out=out, resume=True, overrides=["train.steps=10"], plots=False)
+
+
+def test_resume_uses_the_runs_own_config_and_records_changes(tmp_path):
+    out = tmp_path / "own"
+    _job(out, "train.steps=20", "train.log_every=5", "train.checkpoint_every=10")
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    # Drop the last checkpoint: the resume redoes steps 11-20, whose rows must not repeat.
+    import shutil
+
+    shutil.rmtree(out / "checkpoints" / "20")
+    summary = ebmkit.train_job(None, out=out, resume=True, overrides=["train.steps=30", "train.learning_rate=5e-4"],
+                               plots=False)
+    assert summary["steps"] == 30
+    saved = ebmkit.load_config(out / "config.toml")
+    assert saved.energy.hidden_dims == (16, 16) and saved.train.steps == 30  # not the default config
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20, 25, 30] and len(rows) == 4
+    change = json.loads((out / "resumes.jsonl").read_text().splitlines()[-1])
+    assert change["changes"]["train.steps"] == [20, 30]
+    assert change["changes"]["train.learning_rate"] == [0.001, 0.0005]
+    with pytest.raises(ebmkit.RunDirectoryError, match="cannot change energy.hidden_dims"):
+        ebmkit.train_job(None, out=out, resume=True, overrides=["energy.hidden_dims=[8]"], plots=False)
+
+
+def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "ebmkit.cli", "train", "--out", str(out), "--steps", "1000000",
+           *[a for s in [*TINY, "train.log_every=10", "train.checkpoint_every=0"] for a in ("--set", s)]]
+    env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 600  # generous: a loaded machine compiles slowly
+    while time.monotonic() < deadline and proc.poll() is None and not (metrics.exists() and metrics.stat().st_size):
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGINT at step" in err and f"ebmkit train --out {out} --resume" in err
+    step = int(err.split("stopped by SIGINT at step ")[1].split(";")[0])
+    assert step in Checkpointer(out / "checkpoints").steps()
