@@ -20,6 +20,7 @@ import numpy as np
 from ebmkit.components import build_dataset, data_context
 from ebmkit.config import Config, load_config
 from ebmkit.distributed import initialize as initialize_distributed
+from ebmkit.distributed import prepare_cpu_devices
 from ebmkit.errors import RunDirectoryError
 from ebmkit.model import EBM
 from ebmkit.run import jsonable
@@ -45,7 +46,7 @@ def train_job(
     overrides: Iterable[str] = (),
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
-    progress: bool = False,
+    progress: bool | str = False,
     plots: bool = True,
 ) -> dict[str, Any]:
     """Train, evaluate and write ``out/{config.toml, checkpoints/, metrics.jsonl,
@@ -57,7 +58,8 @@ def train_job(
         overrides: ``"a.b=c"`` strings applied last.
         out: the run directory (default ``runs/<dataset>``).
         resume: continue from the latest checkpoint in ``out``.
-        progress: show a progress bar.
+        progress: ``True``/``"bar"``: a progress bar; ``"lines"``: a plain
+            line per log interval on stderr; ``False``: nothing.
         plots: write the PNGs.
 
     Returns:
@@ -90,6 +92,7 @@ def train_job(
                 )
             config = own_config
     cfg = config if isinstance(config, Config) and not overrides else load_config(config, overrides=overrides)
+    prepare_cpu_devices(cfg.distributed.num_devices)
     initialize_distributed(cfg.distributed)
     run_dir = run_dir if run_dir is not None else _default_out(cfg)
     with run_lock(run_dir):
@@ -140,7 +143,7 @@ def run_lock(run_dir: Path):
         lock.release()
 
 
-def _train_in(run_dir: Path, cfg: Config, *, resume: bool, progress: bool, plots: bool,
+def _train_in(run_dir: Path, cfg: Config, *, resume: bool, progress: bool | str, plots: bool,
               own_config: Path | None) -> dict[str, Any]:
     ckpt_dir = run_dir / "checkpoints"
     has_run = ckpt_dir.exists() and any(p.name.isdigit() for p in ckpt_dir.iterdir())

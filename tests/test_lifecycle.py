@@ -103,3 +103,19 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert "stopped by SIGINT at step" in err and f"ebmkit train --out {out} --resume" in err
     step = int(err.split("stopped by SIGINT at step ")[1].split(";")[0])
     assert step in Checkpointer(out / "checkpoints").steps()
+
+
+def test_progress_lines_off_a_terminal_and_the_scheduled_learning_rate(tmp_path, capsys):
+    out = tmp_path / "lines"
+    summary = ebmkit.train_job(
+        None, overrides=[*TINY, "train.steps=20", "train.log_every=5", "train.lr_schedule=cosine"],
+        out=out, plots=False, progress="lines",
+    )
+    err = capsys.readouterr().err
+    assert "compiling the training step" in err
+    assert "step 20/20  loss" in err and "gap" in err and "steps/s" in err
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [row["learning_rate"] for row in rows]
+    # cosine from 1e-3 at step 0 to 0 at step 20: the logged rate is the one in force
+    assert rates == sorted(rates, reverse=True) and rates[0] < 1e-3 and rates[-1] < 1e-6
+    assert summary["steps"] == 20

@@ -465,7 +465,7 @@ def test_importing_ebmkit_and_listing_imports_no_builtin_module(tmp_path):
         "print(sorted(m for m in sys.modules if m.startswith('ebmkit_builtins')))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=1800
     )
     assert out.returncode == 0, out.stderr
     imported = ast.literal_eval(out.stdout.strip())

@@ -33,12 +33,13 @@ def _fmt(value: object) -> str:
                    "CONFIG_FILE is given; then only steps, logging, checkpoint cadence and learning rate may change).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Shorthand for --set train.steps=N.")
 @click.option("--progress/--no-progress", default=None,
-              help="Show a progress bar (default: when the terminal is interactive).")
+              help="A progress bar on a terminal, plain progress lines otherwise (default); --no-progress: neither.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
 @click.option("--devices", type=click.IntRange(min=1), default=None,
               help="Train data-parallel on N devices (shorthand for --set distributed.devices=N).")
 @click.option("--mesh", default=None, metavar="data=N",
               help="The device mesh, e.g. data=4 (the same as --devices 4).")
-def train_command(config_file, overrides, out, resume, steps, progress, devices, mesh):
+def train_command(config_file, overrides, out, resume, steps, progress, quiet, devices, mesh):
     """Train an EBM; writes config.toml, checkpoints/, metrics.jsonl,
     samples.png, energy.png, curves.png and summary.json.
 
@@ -46,7 +47,7 @@ def train_command(config_file, overrides, out, resume, steps, progress, devices,
     replay) on 8gaussians.
 
     Several devices: --devices N splits the batch and the replay buffer over N
-    devices (on CPU, start with XLA_FLAGS=--xla_force_host_platform_device_count=N).
+    devices (on a CPU-only machine, N CPU devices are made for it).
     Several hosts: start one process per host with JAX_COORDINATOR_ADDRESS,
     JAX_NUM_PROCESSES and JAX_PROCESS_ID set (see docs/distributed.md).
     """
@@ -59,8 +60,10 @@ def train_command(config_file, overrides, out, resume, steps, progress, devices,
         overrides.append(f"distributed.devices={devices}")
     if mesh is not None:
         overrides.append(f'distributed.mesh="{mesh}"')
-    if progress is None:
-        progress = sys.stderr.isatty()
+    if quiet or progress is False:
+        progress = False
+    else:
+        progress = "bar" if sys.stderr.isatty() else "lines"
     from ebmkit.errors import TrainingInterrupted
 
     try:

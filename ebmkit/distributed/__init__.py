@@ -15,7 +15,7 @@ from ebmkit.distributed.data_parallel import (
     data_parallel_step,
     emulate,
 )
-from ebmkit.distributed.runtime import initialize
+from ebmkit.distributed.runtime import initialize, prepare_cpu_devices
 from ebmkit.errors import ShardingError
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "emulate",
     "initialize",
     "parse_mesh",
+    "prepare_cpu_devices",
 ]

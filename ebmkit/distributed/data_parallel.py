@@ -477,6 +477,18 @@ class DataParallel:
         return True
 
     @property
+    def max_in_flight(self) -> int | None:
+        """Compiled calls allowed to queue ahead of the one running, or ``None``.
+
+        XLA's CPU collectives meet in a rendezvous with a timeout: with many
+        multi-device programs queued on a busy machine, one device's thread can
+        fall a whole program behind the others and the run aborts ("Expected N
+        threads to join the rendezvous"). On CPU the trainer therefore waits
+        for each call before queuing the one after next.
+        """
+        return 1 if self.mesh.devices.flat[0].platform == "cpu" else None
+
+    @property
     def axis_name(self) -> str:
         """The mesh axis the step's collectives run over."""
         return AXIS

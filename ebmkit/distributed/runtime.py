@@ -9,7 +9,7 @@ import jax
 from ebmkit.config.schema import DistributedConfig
 from ebmkit.errors import ShardingError
 
-__all__ = ["initialize", "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID"]
+__all__ = ["initialize", "prepare_cpu_devices", "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID"]
 
 #: Environment variables read by :func:`initialize` (JAX reads the first itself).
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
@@ -73,3 +73,31 @@ def initialize(config: DistributedConfig | None = None) -> bool:
     return True
 
 
+def prepare_cpu_devices(num_devices: int | None) -> bool:
+    """Ask JAX for ``num_devices`` CPU devices, so ``--devices N`` works on a
+    CPU-only machine without ``XLA_FLAGS``.
+
+    It must run before JAX starts its backends; afterwards (or when
+    ``XLA_FLAGS`` already forces a host device count) it changes nothing and
+    the mesh check reports what is missing. Accelerators are unaffected: the
+    setting only shapes the CPU platform.
+
+    Returns:
+        Whether the setting was applied.
+    """
+    if num_devices is None or num_devices <= 1:
+        return False
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            return False
+    except (ImportError, AttributeError):  # another JAX: try, and let JAX say no
+        pass
+    try:
+        jax.config.update("jax_num_cpu_devices", int(num_devices))
+    except (RuntimeError, ValueError, AttributeError):
+        return False
+    return True

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ebmkit.hookspecs import hookimpl
 
-__all__ = ["MetricsWriter", "ProgressBar", "read_rows"]
+__all__ = ["MetricsWriter", "ProgressBar", "ProgressLines", "read_rows"]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -88,5 +88,42 @@ class ProgressBar:
         info += f"  {metrics.get('steps_per_s', math.nan):.0f} steps/s"
         self._p.update(self._task, completed=step, info=info)
 
+    def compiling(self) -> None:
+        self._p.update(self._task, info="compiling the training step…")
+
     def close(self) -> None:
         self._p.stop()
+
+
+class ProgressLines:
+    """A plain line per log interval on stderr (step, loss, energy gap where
+    the loss reports one, speed, time left): progress for logs and CI."""
+
+    def __init__(self, total: int, start: int, stream=None):
+        import sys
+        import time
+
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self._clock = time.perf_counter
+        self._start_step, self._start_time = start, self._clock()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def compiling(self) -> None:
+        self._print("compiling the training step…")
+
+    @hookimpl
+    def ebmkit_step_end(self, step: int, metrics: Mapping[str, float]) -> None:
+        text = f"step {step}/{self.total}  loss {metrics.get('loss', math.nan):+.4f}"
+        if "energy_gap" in metrics:
+            text += f"  gap {metrics['energy_gap']:+.4f}"
+        rate = metrics.get("steps_per_s", math.nan)
+        text += f"  {rate:.0f} steps/s"
+        if rate and math.isfinite(rate) and rate > 0:
+            text += f"  eta {max(self.total - step, 0) / rate:.0f} s"
+        self._print(text)
+
+    def close(self) -> None:
+        pass

@@ -42,8 +42,8 @@ from ebmkit.sampling import warmup
 from ebmkit.training.checkpoint import Checkpointer
 from ebmkit.training.divergence import ADVICE, divergence_reason
 from ebmkit.training.fusion import fuse_steps
-from ebmkit.training.hooks import MetricsWriter, ProgressBar, read_rows
-from ebmkit.training.optim import get_learning_rate, set_learning_rate
+from ebmkit.training.hooks import MetricsWriter, ProgressBar, ProgressLines, read_rows
+from ebmkit.training.optim import get_learning_rate, lr_schedule, set_learning_rate
 from ebmkit.training.placement import Placement, SingleDevice
 from ebmkit.training.step import TrainState, make_train_step
 from ebmkit.types import Adaptive, Batch
@@ -92,7 +92,9 @@ class Trainer:
             ``sample_labelled`` when the loss needs labels).
         run_dir: where checkpoints, ``metrics.jsonl`` and ``config.toml`` go;
             ``None`` keeps everything in memory.
-        progress: show a progress bar (rich) on the console.
+        progress: ``True`` (or ``"bar"``) shows a progress bar (rich);
+            ``"lines"`` prints a plain line per log interval to stderr (for
+            logs, CI, nohup); ``False`` prints nothing.
         evaluate: ``evaluate(trainer) -> dict`` run every ``eval_every`` steps
             and at the end; default: exact grid NLL for 2-D data sets.
         hooks: fire the ``ebmkit.plugins`` host hooks.
@@ -167,6 +169,8 @@ class Trainer:
         self._pm = None
         self._notes: list[str] = []
         self._stop_signal: int | None = None
+        t = self.train
+        self._schedule = lr_schedule(t.lr_schedule, t.steps, warmup_steps=t.warmup_steps, final_fraction=t.final_lr_fraction)
 
     # -- state -------------------------------------------------------------------
 
@@ -342,7 +346,7 @@ class Trainer:
             return []
         return [row for row in read_rows(self.run_dir / "metrics.jsonl") if row.get("step", 0) <= self.step]
 
-    def _open_hooks(self, append: bool, bar: ProgressBar | None) -> None:
+    def _open_hooks(self, append: bool, bar: Any) -> None:
         import pluggy
 
         from ebmkit import hookspecs
@@ -438,7 +442,9 @@ class Trainer:
         row["steps_per_s"] = steps_per_s
         lr = get_learning_rate(self.state.opt_state)
         if lr is not None:
-            row["learning_rate"] = lr
+            # The rate in force at this step: the base rate (lowered by any
+            # rollback) times the schedule's factor.
+            row["learning_rate"] = lr * float(self._schedule(self.step))
         return row
 
     def fit(self, *, resume: bool = False) -> TrainResult:
@@ -465,7 +471,9 @@ class Trainer:
             dump_config(self.config, self.run_dir / "config.toml")
         error: BaseException | None = None
         summary: dict[str, Any] = {}
-        bar = ProgressBar(t.steps, self.step) if self.progress and self.is_main_process else None
+        bar = None
+        if self.progress and self.is_main_process:
+            bar = ProgressLines(t.steps, self.step) if self.progress == "lines" else ProgressBar(t.steps, self.step)
         self._open_hooks(append=resumed, bar=bar)
         self._hook("ebmkit_run_start", config=self.config, run_dir=self.run_dir)
         stack = contextlib.ExitStack()
@@ -479,6 +487,8 @@ class Trainer:
             self.already_complete = resumed and self.step >= t.steps
             spc = t.steps_per_call
             pending: list[dict[str, jax.Array]] = []
+            bound = getattr(self.placement, "max_in_flight", None)
+            in_flight: list[dict[str, jax.Array]] = []
             timing_start, timed_steps, paused = None, 0, 0.0
             while self.step < t.steps:
                 n = min(spc, t.steps - self.step)
@@ -486,9 +496,15 @@ class Trainer:
                 self.state, metrics = self._step(self.state, xs)
                 self.step += n
                 pending.append(metrics)
+                if bound is not None:
+                    in_flight.append(metrics)
+                    if len(in_flight) > bound:
+                        jax.block_until_ready(in_flight.pop(0))
                 if self._stop_signal is not None:
                     self._stop(pending)
                 if timing_start is None:
+                    if bar is not None:
+                        bar.compiling()
                     jax.block_until_ready(metrics)  # exclude compilation from the speed
                     timing_start, timed_steps = time.perf_counter(), 0
                 else:

@@ -84,6 +84,8 @@ class SingleDevice:
     process_index = 0
     is_main_process = True
     axis_name = None
+    #: No limit on queued calls (one device has no collectives to meet in).
+    max_in_flight = None
 
     def __repr__(self) -> str:
         return f"SingleDevice({jax.devices()[0].platform})"

@@ -202,7 +202,7 @@ def test_listing_imports_no_plugin_module(env):
     )
     pythonpath = os.pathsep.join([str(where), os.environ.get("PYTHONPATH", "")])
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=1800,
         env={**os.environ, "PYTHONPATH": pythonpath},
     ).stdout
     assert "A toy energy for CLI tests" in out  # summaries are read without importing

@@ -177,7 +177,7 @@ def four_devices(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("four")
     proc = subprocess.run(
         [sys.executable, "-c", _FOUR_DEVICES, str(tmp)], capture_output=True, text=True,
-        env=_child_env(4), timeout=240,
+        env=_child_env(4), timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return _report(proc.stdout)
@@ -267,7 +267,7 @@ def test_train_command_on_four_devices(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ebmkit.cli", "train", "--devices", "4", "--steps", "20", "--out", str(out),
          "--no-progress", "--set", "train.log_every=5", "--set", "train.batch_size=64"],
-        capture_output=True, text=True, env=_child_env(4), timeout=240, cwd=tmp_path,
+        capture_output=True, text=True, env=_child_env(4), timeout=1800, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "devices      4" in proc.stdout
@@ -279,11 +279,28 @@ def test_train_command_on_four_devices(tmp_path):
     assert ebmkit.load_config(out / "config.toml").distributed.devices == 4
 
 
+@pytest.mark.parametrize("devices", [2, 4])
+def test_default_config_on_n_devices_without_xla_flags(tmp_path, devices):
+    """`ebmkit train --devices N` with the default config and log_every, and no
+    XLA_FLAGS: the CLI makes N CPU devices, and bounded dispatch keeps XLA's
+    CPU collectives from timing out in their rendezvous on a busy machine."""
+    env = {k: v for k, v in _child_env(1).items() if k != "XLA_FLAGS"}
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ebmkit.cli", "train", "--devices", str(devices), "--steps", "300", "--out", str(out),
+         "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["devices"] == devices and summary["steps"] == 300
+
+
 def test_devices_beyond_what_jax_sees_is_a_clear_cli_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ebmkit.cli", "train", "--devices", "3", "--steps", "2", "--out", str(tmp_path / "r"),
          "--no-progress"],
-        capture_output=True, text=True, env=_child_env(2), timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, env=_child_env(2), timeout=1800, cwd=tmp_path,
     )
     assert proc.returncode == 1
     assert "asked for 3 devices" in proc.stderr + proc.stdout
@@ -373,7 +390,7 @@ def test_two_processes_on_loopback_agree_on_the_parameters(tmp_path):
     outputs = []
     try:
         for proc in procs:
-            stdout, stderr = proc.communicate(timeout=180)
+            stdout, stderr = proc.communicate(timeout=1800)
             assert proc.returncode == 0, stderr[-4000:]
             outputs.append(_report(stdout))
     finally:
