@@ -232,3 +232,16 @@ def test_open_run_reports_a_missing_optional_dependency(trained, monkeypatch):
     monkeypatch.setattr(ebmkit.components, "build_dataset", no_sklearn)
     with pytest.raises(RunError, match=r"cannot build the data set '8gaussians' of .*config.toml: .*scikit-learn"):
         open_run(trained[0])
+
+
+def test_diagnose_separates_a_good_fit_from_a_poor_one(trained):
+    """The 20-step fixture is a poor fit; its chain statistics alone look fine."""
+    run = open_run(trained[0])
+    report = run.diagnose(n_samples=16, n_steps=10)
+    assert report["kl_gap"] > 0.3
+    verdicts = {q: v for q, _, v in diagnosis_notes(report, run.dataset.bounds)}
+    assert verdicts["KL gap (nats, whole plane)"].startswith("check")
+    good = {**report, "kl_gap": 0.05, "tail_mass": 1e-4}
+    verdicts = {q: v for q, _, v in diagnosis_notes(good, run.dataset.bounds)}
+    assert verdicts["KL gap (nats, whole plane)"].startswith("ok")
+    assert verdicts["mass outside the data box"] == "ok"
