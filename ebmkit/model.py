@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ebmkit.components import build_component, check_fits
+from ebmkit.components import build_component, build_dataset, check_fits, data_context
 from ebmkit.config import Config, load_config
 from ebmkit.data import batch_from, check_batch
 from ebmkit.nn import GaussianBaseMeasure, data_statistics, energy_programs, graphdefs, split_energy
@@ -179,7 +179,7 @@ def _jitted_generate(eval_graphdef, sampler, starts, n_samples, n_steps, static_
     return jax.jit(generate)
 
 
-def _with_base_measure(energy: nnx.Module, config: Any, data: BuildContext) -> nnx.Module:
+def _with_base_measure(energy: nnx.Module, config: Any, data: BuildContext, dataset_config: Any = None) -> nnx.Module:
     """``energy`` plus the configured base measure (unchanged for ``kind = "none"``)."""
     if config.kind == "none":
         return energy
@@ -187,6 +187,11 @@ def _with_base_measure(energy: nnx.Module, config: Any, data: BuildContext) -> n
     mean, std = config.mean, config.std
     if mean is None or std is None:
         reference = data.reference
+        if reference is None and dataset_config is not None:
+            # Built without a data set: the config's own, when it fits.
+            dataset = build_dataset(dataset_config)
+            if tuple(dataset.event_shape) == shape:
+                reference = data_context(dataset).reference
         if reference is None:
             raise ValueError(
                 "base_measure: the data's mean and std are unknown (the model was built without a data set); "
@@ -328,7 +333,8 @@ class EBM(nnx.Module):
         rngs = rngs if rngs is not None else nnx.Rngs(run_config.train.seed)
 
         self.energy_net = _with_base_measure(
-            build_component(run_config.energy, data.replace(rngs=rngs)), run_config.base_measure, data
+            build_component(run_config.energy, data.replace(rngs=rngs)), run_config.base_measure, data,
+            run_config.dataset,
         )
         self._sampler = build_component(run_config.sampler, data) if run_config.sampler is not None else None
         self._loss = build_component(run_config.loss, data)

@@ -119,3 +119,22 @@ def test_progress_lines_off_a_terminal_and_the_scheduled_learning_rate(tmp_path,
     # cosine from 1e-3 at step 0 to 0 at step 20: the logged rate is the one in force
     assert rates == sorted(rates, reverse=True) and rates[0] < 1e-3 and rates[-1] < 1e-6
     assert summary["steps"] == 20
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_intact_one(tmp_path):
+    out = tmp_path / "corrupt"
+    _job(out, "train.steps=20", "train.log_every=10", "train.checkpoint_every=10")
+    data_files = sorted(p for p in (out / "checkpoints" / "20" / "state").rglob("*") if p.is_file()
+                        and p.parent.name == "d" and p.stat().st_size > 1000)
+    assert data_files
+    rng = np.random.default_rng(0)
+    for path in data_files:  # random bytes in the middle of every array file of step 20
+        raw = bytearray(path.read_bytes())
+        middle = len(raw) // 2
+        raw[middle:middle + 256] = rng.integers(0, 256, 256, dtype=np.uint8).tobytes()
+        path.write_bytes(bytes(raw))
+    with pytest.warns(RuntimeWarning, match=r"checkpoints/20 is corrupt .* resumed from .*checkpoints/10"):
+        run = ebmkit.open_run(out)
+    assert run.step == 10
+    with pytest.raises(ebmkit.CheckpointError, match="corrupt|unreadable|NaN"):
+        Checkpointer(out / "checkpoints").restore(jax.device_get(run.trainer.state), 20)

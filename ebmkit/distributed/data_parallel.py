@@ -184,7 +184,6 @@ class DataParallel:
         self.mesh = mesh
         self.replicated = NamedSharding(mesh, P())
         self.split = NamedSharding(mesh, P(AXIS))
-        ensure_mulhi_lowering(mesh)
 
     def __repr__(self) -> str:
         return (
@@ -401,6 +400,9 @@ class DataParallel:
         its own buffer slice and ``xs[steps, batch/N, ...]``; its metrics must
         already be averaged over ``data`` (they leave replicated).
         """
+        # A probed fix for the JAX release in use, applied before the first
+        # program is compiled on this mesh (never at import or construction).
+        ensure_mulhi_lowering(self.mesh)
         specs = self.state_specs(state)
         # check_vma=False: components are written for one device (a scan carry
         # that starts as zeros and becomes per-device data is fine there), and

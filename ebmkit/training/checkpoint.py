@@ -30,7 +30,7 @@ import numpy as np
 
 from ebmkit.errors import CheckpointError
 
-__all__ = ["CheckpointError", "Checkpointer", "flatten_state", "unflatten_state"]
+__all__ = ["CheckpointError", "Checkpointer", "flatten_state", "unflatten_state", "checksums"]
 
 
 def _path_str(path: tuple) -> str:
@@ -51,6 +51,36 @@ def _is_key(x: Any) -> bool:
 
 def _is_sharded(x: Any) -> bool:
     return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
+def checksums(flat: Mapping[str, Any]) -> dict[str, str]:
+    """SHA-256 of each flattened leaf's bytes (with its dtype and shape)."""
+    import hashlib
+
+    out = {}
+    for path, leaf in flat.items():
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        digest = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+        out[path] = digest.hexdigest()
+    return out
+
+
+def _verify(state: Any, expected: Mapping[str, str] | None, where: str) -> None:
+    """Raise CheckpointError if ``state`` does not match its checksums or is not finite."""
+    leaves = jax.tree.leaves(state)
+    if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in leaves):
+        return  # shards of other processes: each process checks what it wrote
+    flat = flatten_state(jax.device_get(state))
+    if expected:
+        actual = checksums(flat)
+        bad = sorted(k for k in expected if actual.get(k) != expected[k])
+        if bad:
+            raise CheckpointError(f"{where} is corrupt: {', '.join(bad[:3])} do not match their checksums")
+    for path, leaf in flat.items():
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            raise CheckpointError(f"{where} holds NaN or infinity in {path}")
 
 
 def flatten_state(tree: Any, *, keep_sharded: bool = False) -> dict[str, Any]:
@@ -171,10 +201,23 @@ class Checkpointer:
         """
         ocp = self._ocp
         leaves = jax.tree.leaves(state)
+        metadata = dict(metadata)
+        existing = self.path(step)
+        if existing.exists() and jax.process_index() == 0:
+            # A corrupt checkpoint that a resume skipped: kept aside, not overwritten.
+            aside = self.directory / f"{step}.corrupt"
+            n = 1
+            while aside.exists():
+                aside = self.directory / f"{step}.corrupt-{n}"
+                n += 1
+            existing.rename(aside)
+            self._manager.reload()
         if any(_is_sharded(x) for x in leaves):
             flat = flatten_state(state, keep_sharded=True)
         else:
             flat = flatten_state(jax.device_get(state))
+            # Checked on restore: a flipped byte in an array file is an error, not a silent NaN.
+            metadata["checksums"] = checksums(flat)
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -224,7 +267,35 @@ class Checkpointer:
                 f"remove that directory to resume from the previous checkpoint"
             ) from exc
         state = unflatten_state(restored["state"], template, where=where)
-        return state, dict(restored["meta"])
+        meta = dict(restored["meta"])
+        _verify(state, meta.get("checksums"), where)
+        return state, meta
+
+    def restore_intact(self, template: Any) -> tuple[Any, dict[str, Any]]:
+        """The latest checkpoint that restores intact; a corrupt newer one is
+        skipped with a warning naming both.
+
+        Raises:
+            CheckpointError: no checkpoint restores.
+        """
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        errors = []
+        for step in reversed(steps):
+            try:
+                state, meta = self.restore(template, step)
+            except CheckpointError as exc:
+                errors.append((step, exc))
+                continue
+            if errors:
+                bad = ", ".join(str(self.path(s)) for s, _ in errors)
+                warnings.warn(
+                    f"checkpoint {bad} is corrupt ({errors[0][1]}); resumed from {self.path(step)} instead",
+                    RuntimeWarning, stacklevel=2,
+                )
+            return state, meta
+        raise errors[0][1]
 
     def _stored_shapes(self, step: int) -> dict[str, Any] | None:
         try:

@@ -251,7 +251,11 @@ class Trainer:
                 f"({diff}); resume with the run's own config.toml or start a new --out directory"
             )
         # Restored straight into this placement's layout, whatever layout saved it.
-        state, meta = self.checkpointer.restore(self.placement.checkpoint_view(self.state), meta["step"])
+        template = self.placement.checkpoint_view(self.state)
+        if step is None:
+            state, meta = self.checkpointer.restore_intact(template)
+        else:
+            state, meta = self.checkpointer.restore(template, meta["step"])
         saved_lr = _saved_learning_rate(meta.get("config_toml", ""))
         if saved_lr is not None and saved_lr != self.train.learning_rate:
             # A resume that asks for another learning rate gets it from here on.

@@ -97,8 +97,9 @@ def test_open_run_corrupt_checkpoint(trained, tmp_path):
     shutil.copytree(trained[0], run_dir)
     (run_dir / "checkpoints" / "20" / "state" / "_METADATA").write_text("garbage", encoding="utf-8")
     with pytest.raises(CheckpointError, match=f"checkpoint {run_dir / 'checkpoints' / '20'} is unreadable"):
-        open_run(run_dir)
-    assert open_run(run_dir, step=10).step == 10  # older checkpoints still load
+        open_run(run_dir, step=20)
+    with pytest.warns(RuntimeWarning, match="is corrupt .* resumed from .*checkpoints/10"):
+        assert open_run(run_dir).step == 10  # the latest intact one
 
 
 def test_plot_samples_of_images_and_other_shapes(tmp_path):

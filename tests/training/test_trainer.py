@@ -138,14 +138,16 @@ def test_divergence_rolls_back_then_explains(tmp_path):
     assert meta["step"] == 0
 
 
-def test_corrupt_checkpoint_names_the_file(tmp_path):
+def test_corrupt_checkpoint_is_named_and_the_previous_one_resumes(tmp_path):
     make_trainer(tmp_path, steps=20).fit()
     step_dir = tmp_path / "checkpoints" / "20"
     for path in (step_dir / "state").rglob("*"):
         if path.is_file() and path.name != "_METADATA":
             path.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match=r"checkpoints/20"):
-        make_trainer(tmp_path, steps=40).fit(resume=True)
+    with pytest.warns(RuntimeWarning, match=r"checkpoints/20 is corrupt .* resumed from .*checkpoints/\d+ instead"):
+        result = make_trainer(tmp_path, steps=40).fit(resume=True)
+    assert result.step == 40
+    assert (tmp_path / "checkpoints" / "20.corrupt").is_dir()  # kept aside, not overwritten
 
 
 def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):

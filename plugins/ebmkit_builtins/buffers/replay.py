@@ -24,7 +24,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ebmkit.config import BufferConfig, config_class
-from ebmkit.config.validators import finite, non_negative, one_of, optional, positive, positive_int, probability
+from ebmkit.config.validators import (
+    finite,
+    non_negative,
+    one_of,
+    optional,
+    positive,
+    positive_int,
+    probability,
+)
 from ebmkit.errors import ConfigError, ConfigProblem
 from ebmkit.registry import ComponentSpec
 from ebmkit.sampling import noise_key
