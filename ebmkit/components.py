@@ -24,8 +24,19 @@ spec_for = spec_of
 
 
 def build_component(config: ComponentConfig, ctx: BuildContext | None = None) -> Any:
-    """Build the component ``config`` selects, in context ``ctx``."""
-    return spec_of(config).create(config, ctx)
+    """Build the component ``config`` selects, in context ``ctx``.
+
+    Raises:
+        ConfigError: the component refused its settings (its ``ValueError``,
+            at the component's path, e.g. ``energy: ...``).
+    """
+    spec = spec_of(config)
+    try:
+        return spec.create(config, ctx)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError([ConfigProblem(path=spec.kind, message=str(exc))]) from exc
 
 
 @functools.lru_cache(maxsize=8)

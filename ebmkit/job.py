@@ -232,12 +232,16 @@ def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path
         )
     else:
         samples = np.asarray(model.generate(64, n_steps=max(model.num_steps, 60), rng_key=key))
-        viz.save_image_grid(samples, run_dir / "samples.png")
+        shape = tuple(dataset.event_shape)
+        if len(shape) == 3 and shape[-1] in (1, 3):  # images: a grid; other shapes have no picture
+            viz.save_image_grid(samples, run_dir / "samples.png")
+            written.append("samples.png")
         data = dataset.held_out(256)
         viz.plot_energy_histogram(
             np.asarray(model.energy(data)), np.asarray(model.energy(samples)), run_dir / "energy.png"
         )
-    if model.sampler is not None:
+        written.append("energy.png")
+    if model.sampler is not None and tuple(dataset.event_shape) == (2,):
         written += ["samples.png", "energy.png"]
     viz.plot_training_curves(result.history, run_dir / "curves.png")
     written.append("curves.png")

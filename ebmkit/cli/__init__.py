@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import sys
 import warnings
@@ -92,6 +93,26 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except EbmkitError as exc:
             click.echo(f"Error: {exc}", err=True)
+            raise click.exceptions.Exit(1) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit,
+                KeyboardInterrupt):
+            raise
+        except MemoryError:
+            click.echo("Error: out of memory; lower the batch size, the network or the buffer", err=True)
+            raise click.exceptions.Exit(1) from None
+        except OSError as exc:
+            # A full disk, a read-only directory, a missing file: the system's words, one line.
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            raise click.exceptions.Exit(1) from None
+        except Exception as exc:  # noqa: BLE001 - a bug, said in one line; the traceback on request
+            if os.environ.get("EBMKIT_TRACEBACK"):
+                raise
+            click.echo(
+                f"Error: unexpected {type(exc).__name__}: {exc}\n"
+                "This is a bug in ebmkit or in a plugin; set EBMKIT_TRACEBACK=1 to see where.",
+                err=True,
+            )
             raise click.exceptions.Exit(1) from None
 
 

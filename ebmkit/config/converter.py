@@ -105,11 +105,16 @@ def _describe(value: Any) -> str:
 # -- strict scalars ----------------------------------------------------------------
 
 
+_INT64 = 2**63
+
+
 def _strict_int(value: Any, _t: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and abs(value) < _INT64:
             return int(value)
         raise TypeError(f"expected an integer, got {_describe(value)}")
+    if not -_INT64 <= value < _INT64:
+        raise TypeError(f"expected an integer in the 64-bit range, got {_describe(value)}")
     return value
 
 
@@ -175,6 +180,9 @@ def _structure_value(value: Any, typ: Any, path: str) -> Any:
         if isinstance(typ, type) and issubclass(typ, ConfigBase):
             return _structure_config(value, typ, path)
         origin = typing.get_origin(typ)
+        if origin in (tuple, list) and isinstance(value, (str, bytes, Mapping)):
+            # A string is iterable: say it once, not once per character.
+            raise _Problems([ConfigProblem(path=path, message=f"expected a list, got {_describe(value)}")])
         if origin in (typing.Union, types.UnionType):
             args = typing.get_args(typ)
             if value is None and type(None) in args:
@@ -207,6 +215,18 @@ def _component_spec(kind: str, name: Any, path: str, provider: Any = None):
             [ConfigProblem(path=_join(path, "name"), message=f"expected a component name string, got {_describe(name)}")]
         )
     reg = get_registry(kind)
+    if provider is not None and ":" in name and isinstance(provider, str):
+        from ebmkit.registry import normalize_dist
+
+        named, given = name.partition(":")[0], provider.strip().partition(" ")[0]
+        if normalize_dist(named) != normalize_dist(given):
+            raise _Problems(
+                [ConfigProblem(
+                    path=_join(path, "provider"),
+                    message=f"provider {provider!r} contradicts the name {name!r}",
+                    suggestion=f"drop provider, or write name = \"{given}:{name.partition(':')[2]}\"",
+                )]
+            )
     try:
         if provider is not None and ":" not in name:
             if not isinstance(provider, str) or not provider.strip():

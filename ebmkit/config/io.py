@@ -33,8 +33,13 @@ def read_config_file(path: PathLike) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", source=src) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the file as UTF-8",
+            source=src,
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read file: {exc}", source=src) from exc
+        raise ConfigError(f"cannot read file: {exc.strerror or exc}", source=src) from None
     suffix = p.suffix.lower()
     try:
         if suffix == ".toml":
@@ -44,6 +49,8 @@ def read_config_file(path: PathLike) -> dict[str, Any]:
             if not isinstance(data, dict):
                 raise ConfigError("a JSON config must be an object at the top level", source=src)
             return data
+    except RecursionError:
+        raise ConfigError("nested too deeply to read (a config is a few tables deep)", source=src) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"TOML syntax error: {exc}", source=src) from exc
     except json.JSONDecodeError as exc:

@@ -43,6 +43,7 @@ from ebmkit.config.converter import AUTO, component_field
 from ebmkit.config.validators import (
     as_tuple,
     finite,
+    in_range,
     non_negative,
     non_negative_int,
     one_of,
@@ -96,7 +97,7 @@ class TrainConfig(ConfigBase):
         lr_decay_on_retry: factor applied to the learning rate on each rollback.
     """
 
-    steps: int = attrs.field(default=2000, validator=positive_int)
+    steps: int = attrs.field(default=2000, validator=[positive_int, in_range(1, 10**12)])
     batch_size: int = attrs.field(default=256, validator=positive_int)
     optimizer: str = attrs.field(default="adam", validator=one_of(OPTIMIZER_NAMES))
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
@@ -105,7 +106,7 @@ class TrainConfig(ConfigBase):
     final_lr_fraction: float = attrs.field(default=0.0, validator=probability)
     max_grad_norm: float | None = attrs.field(default=None, validator=optional(positive))
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
-    seed: int = attrs.field(default=0, validator=non_negative_int)
+    seed: int = attrs.field(default=0, validator=in_range(0, 2**32 - 1))
     log_every: int = attrs.field(default=100, validator=positive_int)
     eval_every: int = attrs.field(default=0, validator=non_negative_int)
     checkpoint_every: int = attrs.field(default=500, validator=non_negative_int)
@@ -113,7 +114,7 @@ class TrainConfig(ConfigBase):
     steps_per_call: int = attrs.field(default=1, validator=positive_int)
     energy_bound: float = attrs.field(default=1e4, validator=positive)
     max_retries: int = attrs.field(default=2, validator=non_negative_int)
-    lr_decay_on_retry: float = attrs.field(default=0.5, validator=positive)
+    lr_decay_on_retry: float = attrs.field(default=0.5, validator=in_range(0, 1, low_open=True, high_open=True))
 
 
 def parse_mesh(text: str) -> int:

@@ -38,8 +38,16 @@ __all__ = [
 Validator = Callable[[Any, attrs.Attribute, Any], None]
 
 
+#: The largest float32: every number runs in float32, so a larger one is infinite there.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_finite(v: Any) -> bool:
+    return _is_number(v) and math.isfinite(v) and abs(v) <= FLOAT32_MAX
 
 
 def _is_int(v: Any) -> bool:
@@ -55,10 +63,23 @@ def _check(pred: Callable[[Any], bool], what: str) -> Validator:
     return validator
 
 
-positive = _check(lambda v: _is_number(v) and math.isfinite(v) and v > 0, "a finite number > 0")
-non_negative = _check(lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0")
+def _in_float32(validator: Validator) -> Validator:
+    """``validator``, after refusing numbers that are infinite in float32 (every
+    computation runs in float32, so 1e39 would be inf there)."""
+
+    def guarded(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if _is_number(value) and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise ValueError(f"{attribute.name}: must be finite in float32 (|x| <= 3.4e38), got {value!r}")
+        validator(inst, attribute, value)
+
+    guarded.__doc__ = validator.__doc__
+    return guarded
+
+
+positive = _in_float32(_check(lambda v: _is_finite(v) and v > 0, "a finite number > 0"))
+non_negative = _in_float32(_check(lambda v: _is_finite(v) and v >= 0, "a finite number >= 0"))
 probability = _check(lambda v: _is_number(v) and 0 <= v <= 1, "a probability in [0, 1]")
-finite = _check(lambda v: _is_number(v) and math.isfinite(v), "a finite number")
+finite = _in_float32(_check(_is_finite, "a finite number"))
 positive_int = _check(lambda v: _is_int(v) and v > 0, "an integer > 0")
 non_negative_int = _check(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
 positive_ints = _check(

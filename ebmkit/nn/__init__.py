@@ -13,6 +13,7 @@ from ebmkit.nn.layers import (
     dense,
     dropout_stream,
 )
+from ebmkit.nn.memory import check_fits_in_memory
 
 __all__ = [
     "ACTIVATIONS",
@@ -22,6 +23,7 @@ __all__ = [
     "SpectralNorm",
     "TraceSafeDropout",
     "check_event_shape",
+    "check_fits_in_memory",
     "check_input",
     "check_rngs",
     "dense",

@@ -34,6 +34,7 @@ from ebmkit.config.validators import (
     probability,
 )
 from ebmkit.errors import ConfigError, ConfigProblem
+from ebmkit.nn import check_fits_in_memory
 from ebmkit.registry import ComponentSpec
 from ebmkit.sampling import noise_key
 from ebmkit.types import Array, BufferState, BuildContext, PRNGKey
@@ -228,6 +229,7 @@ def build(config: ReplayBufferConfig, ctx: BuildContext) -> ReplayBuffer:
                 )
             ]
         )
+    check_fits_in_memory(config.capacity * int(np.prod(shape)), "buffer.capacity")
     return ReplayBuffer(
         capacity=config.capacity,
         reinit_prob=float(config.reinit_prob),

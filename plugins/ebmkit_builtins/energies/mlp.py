@@ -29,6 +29,7 @@ from ebmkit.nn import (
     ModeViewMixin,
     TraceSafeDropout,
     check_event_shape,
+    check_fits_in_memory,
     check_input,
     check_rngs,
     dense,
@@ -71,6 +72,10 @@ class MLPEnergy(ModeViewMixin, nnx.Module):
         sn = config.use_spectral_norm
         stream = dropout_stream(rngs) if config.dropout_rate > 0 else None
         widths = (math.prod(self.event_shape), *config.hidden_dims)
+        # Parameters, gradients and two Adam moments: refuse before allocating.
+        check_fits_in_memory(
+            sum(a * b + b for a, b in zip(widths, (*widths[1:], 1), strict=True)), "energy.hidden_dims", copies=4
+        )
         self.hidden = nnx.List(
             [dense(a, b, spectral_norm=sn, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         )
