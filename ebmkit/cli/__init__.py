@@ -81,6 +81,12 @@ class _Group(click.Group):
         self.commands.update(before)
 
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
+        words = list(sys.argv[1:] if args is None else args)
+        first = next((w for w in words if not w.startswith("-")), None)
+        # --version, --help and `plugins` never import hook plugins: they must
+        # work, and list what is installed, even when a plugin is broken.
+        if first is None or first == "plugins":
+            return super().main(args, *a, **kw)
         try:
             self.load_plugin_commands()
         except EbmkitError as exc:  # EBMKIT_STRICT_PLUGINS=1 and a broken plugin

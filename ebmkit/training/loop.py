@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,6 +170,7 @@ class Trainer:
         self._pm = None
         self._notes: list[str] = []
         self._stop_signal: int | None = None
+        self._disabled_plugins: set[int] = set()
         t = self.train
         self._schedule = lr_schedule(t.lr_schedule, t.steps, warmup_steps=t.warmup_steps, final_fraction=t.final_lr_fraction)
 
@@ -303,9 +305,31 @@ class Trainer:
     # -- hooks -------------------------------------------------------------------
 
     def _hook(self, name: str, **kwargs: Any) -> None:
+        """Call every implementation of hook ``name``, each on its own: a
+        third-party plugin that raises is disabled for the rest of the run with
+        a warning (fatal with ``EBMKIT_STRICT_PLUGINS=1``), and the run, its
+        checkpoints and the other plugins go on. The trainer's own plugins
+        (metrics file, progress) raise as usual."""
         if self._pm is None:
             return
-        getattr(self._pm.hook, name)(**kwargs)
+        from ebmkit.plugins import EbmkitPluginWarning, plugin_origin, strict_plugins
+
+        own = {id(p) for p in getattr(self, "_own_plugins", [])}
+        for impl in reversed(getattr(self._pm.hook, name).get_hookimpls()):
+            if id(impl.plugin) in self._disabled_plugins:
+                continue
+            try:
+                impl.function(**{arg: kwargs[arg] for arg in impl.argnames if arg in kwargs})
+            except Exception as exc:
+                if id(impl.plugin) in own or strict_plugins():
+                    raise
+                dist, version, target = plugin_origin(impl.plugin)
+                warnings.warn(
+                    f"ebmkit plugin {dist} {version or ''} ({target}) raised in {name} "
+                    f"({type(exc).__name__}: {exc}); it is disabled for the rest of this run",
+                    EbmkitPluginWarning, stacklevel=2,
+                )
+                self._disabled_plugins.add(id(impl.plugin))
 
     @contextlib.contextmanager
     def _catch_stop_signals(self) -> Iterator[None]:
