@@ -82,12 +82,12 @@ def train_job(
         guess = run_dir if run_dir is not None else _default_out(load_config(None))
         if (guess / "config.toml").is_file():
             own_config = guess / "config.toml"
-            unsafe = [o for o in overrides if o.partition("=")[0].strip() not in SAFE_ON_RESUME
-                      and not o.partition("=")[0].strip().startswith("distributed.")]
+            changed = _changed_settings(load_config(own_config), load_config(own_config, overrides=overrides))
+            unsafe = [k for k in changed if k not in SAFE_ON_RESUME and not k.startswith("distributed.")]
             if unsafe:
                 raise RunDirectoryError(
-                    f"cannot change {', '.join(o.partition('=')[0].strip() for o in unsafe)} when resuming "
-                    f"{guess}; on resume only {', '.join(SAFE_ON_RESUME)} and distributed.* may change "
+                    f"cannot change {', '.join(unsafe)} when resuming {guess}; on resume only "
+                    f"{', '.join(SAFE_ON_RESUME)} and distributed.* may change "
                     "(start a new --out directory to change the rest)"
                 )
             config = own_config
@@ -104,6 +104,23 @@ SAFE_ON_RESUME = (
     "train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.learning_rate",
 )
+
+
+def _changed_settings(before: Config, after: Config) -> list[str]:
+    """Dotted paths whose values differ between two configs."""
+    from ebmkit.config import unstructure
+
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        elif a != b:
+            out.append(path)
+
+    walk(unstructure(before), unstructure(after), "")
+    return out
 
 
 @contextlib.contextmanager

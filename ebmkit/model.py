@@ -339,15 +339,7 @@ class EBM(nnx.Module):
         self._sampler = build_component(run_config.sampler, data) if run_config.sampler is not None else None
         self._loss = build_component(run_config.loss, data)
         self._buffer = build_component(run_config.buffer, data) if run_config.buffer is not None else None
-        capacity = getattr(self._buffer, "capacity", None)
-        if isinstance(capacity, int) and "buffer" in run_config.needs and capacity < run_config.train.batch_size:
-            from ebmkit.errors import ConfigError, ConfigProblem
 
-            raise ConfigError([ConfigProblem(
-                path="buffer.capacity",
-                message=f"{capacity} slots cannot give {run_config.train.batch_size} distinct chains per step",
-                suggestion=f"set buffer.capacity >= train.batch_size ({run_config.train.batch_size})",
-            )])
         if self._buffer is not None and isinstance(self._buffer, FreshStarts):
             self._starts = self._buffer
         else:

@@ -37,7 +37,13 @@ import numpy as np
 
 from ebmkit.config import Config, dump_config
 from ebmkit.distributed import DataParallel, data_parallel_step
-from ebmkit.errors import CheckpointError, TrainingDiverged, TrainingInterrupted
+from ebmkit.errors import (
+    CheckpointError,
+    ConfigError,
+    ConfigProblem,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 from ebmkit.nn import energy_programs
 from ebmkit.sampling import warmup
 from ebmkit.training.checkpoint import Checkpointer
@@ -132,6 +138,13 @@ class Trainer:
                 f"but the model expects {model.event_shape}"
             )
         self.labelled = "labels" in self.config.needs
+        capacity = getattr(model.buffer, "capacity", None)
+        if isinstance(capacity, int) and "buffer" in self.config.needs and capacity < self.train.batch_size:
+            raise ConfigError([ConfigProblem(
+                path="buffer.capacity",
+                message=f"{capacity} slots cannot give {self.train.batch_size} distinct chains per step",
+                suggestion=f"set buffer.capacity >= train.batch_size ({self.train.batch_size})",
+            )])
         self.checkpointer = (
             Checkpointer(self.run_dir / "checkpoints", keep=self.train.keep_checkpoints)
             if self.run_dir is not None
