@@ -151,12 +151,25 @@ def _show_plugin_warnings_plainly() -> None:
 # -- formatting helpers -------------------------------------------------------------
 
 
-def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], *, width: int | None = None) -> str:
+    """A plain-text table. With ``width`` (default: the terminal's, when
+    stdout is one), the last column's cells wrap onto continuation lines so
+    that no row is wider than the terminal; rows themselves never wrap."""
+    import shutil
+    import textwrap
+
+    if width is None and sys.stdout.isatty():
+        width = shutil.get_terminal_size((100, 24)).columns
     cells = [list(headers), *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lead = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    if width is not None and lead + widths[-1] > width and width - lead >= 20:
+        widths[-1] = width - lead
     lines = []
-    for r in cells:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for i, r in enumerate(cells):
+        last = textwrap.wrap(r[-1], widths[-1]) or [""] if i and len(r[-1]) > widths[-1] else [r[-1]]
+        lines.append("  ".join(c.ljust(w) for c, w in zip([*r[:-1], last[0]], widths, strict=True)).rstrip())
+        lines += [(" " * lead + more).rstrip() for more in last[1:]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

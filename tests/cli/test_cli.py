@@ -337,3 +337,13 @@ def test_parse_attributes_section():
         c: not an attribute.
     """
     assert parse_attributes_section(doc) == {"a": "first continued.", "b": "second; has a colon: here."}
+
+
+def test_tables_wrap_cells_not_rows_to_fit_the_terminal():
+    from ebmkit.cli import _table
+
+    text = _table([("energy", "mlp", "word " * 30), ("sampler", "hmc", "short")], ["kind", "name", "summary"], width=60)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 60
+    assert lines[2].startswith("energy   mlp   word") and lines[3].startswith(" " * 15 + "word")
+    assert any(line.startswith("sampler  hmc   short") for line in lines)
