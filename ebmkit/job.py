@@ -92,6 +92,7 @@ def train_job(
                 )
             config = own_config
     cfg = config if isinstance(config, Config) and not overrides else load_config(config, overrides=overrides)
+    cfg = absolute_paths(cfg, Path(config).parent if isinstance(config, (str, os.PathLike)) else Path.cwd())
     prepare_cpu_devices(cfg.distributed.num_devices)
     initialize_distributed(cfg.distributed)
     run_dir = run_dir if run_dir is not None else _default_out(cfg)
@@ -104,6 +105,23 @@ SAFE_ON_RESUME = (
     "train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.learning_rate",
 )
+
+
+def absolute_paths(cfg: Config, base_dir: Path) -> Config:
+    """``cfg`` with a relative data set ``path`` made absolute (relative to the
+    config file's folder, or the working directory for configs given in
+    code), so that the run's config.toml works from any directory."""
+    dataset = cfg.dataset
+    path = getattr(dataset, "path", None)
+    if not isinstance(path, str) or not path or Path(path).expanduser().is_absolute():
+        return cfg
+    import attrs
+
+    candidates = [(base_dir / Path(path).expanduser()).resolve(), (Path.cwd() / Path(path).expanduser()).resolve()]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        return cfg  # the data set says what is missing, as written
+    return attrs.evolve(cfg, dataset=attrs.evolve(dataset, path=str(found)))
 
 
 def _changed_settings(before: Config, after: Config) -> list[str]:

@@ -138,3 +138,26 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_intact_one(tmp_p
     assert run.step == 10
     with pytest.raises(ebmkit.CheckpointError, match="corrupt|unreadable|NaN"):
         Checkpointer(out / "checkpoints").restore(jax.device_get(run.trainer.state), 20)
+
+
+def test_a_file_run_records_an_absolute_path_and_huge_text_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.savetxt(folder / "points.csv", rng.normal(size=(200, 2)), delimiter=",")
+    (folder / "run.toml").write_text('dataset = { name = "file", path = "points.csv" }\n', encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ebmkit.train_job(folder / "run.toml", overrides=[*TINY, "train.steps=4"], out=tmp_path / "run", plots=False)
+    saved = ebmkit.load_config(tmp_path / "run" / "config.toml")
+    assert saved.dataset.path == str((folder / "points.csv").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert ebmkit.open_run(tmp_path / "run").step == 4  # from any directory
+
+    huge = folder / "huge.csv"
+    with open(huge, "wb") as fh:
+        fh.truncate(300 * 2**20)  # sparse: no disk used
+    with pytest.raises(ebmkit.ConfigError, match="too large to parse"):
+        ebmkit.train_job(None, overrides=[*TINY, "train.steps=2", f'dataset={{name="file", path="{huge}"}}'],
+                         out=tmp_path / "huge", plots=False)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ebmkit.config import DatasetConfig, config_class
 from ebmkit.data import ArrayDataset, fraction_field, seed_field, split_indices
+from ebmkit.nn import check_fits_in_memory
 from ebmkit.registry import ComponentSpec
 from ebmkit.suggest import did_you_mean
 from ebmkit.types import BuildContext
@@ -37,6 +38,8 @@ __all__ = [
 
 #: Relative margin added on each side of the data range for ``bounds``.
 BOUNDS_MARGIN = 0.1
+#: CSV files above this size are refused (parsing text is slow): save them as .npy.
+MAX_TEXT_BYTES = 256 * 2**20
 
 
 class DataFileError(ValueError):
@@ -187,6 +190,13 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, delimiter: st
             "(set path to a .npy, .npz or .csv file)"
         )
     suffix = p.suffix.lower()
+    size = p.stat().st_size
+    if suffix in (".csv", ".txt", ".tsv") and size > MAX_TEXT_BYTES:
+        raise DataFileError(
+            f"{p}: {size / 2**20:.0f} MiB of text is too large to parse here (limit "
+            f"{MAX_TEXT_BYTES // 2**20} MiB); save it as .npy (numpy.save), which loads at disk speed"
+        )
+    check_fits_in_memory(size // 4 * 2, f"dataset.path ({p})")  # read, then converted to float64
     try:
         if suffix == ".npy":
             x = np.load(p, allow_pickle=False)
