@@ -100,3 +100,18 @@ def test_sigterm_saves_and_exits_143(tmp_path):
     _, err = proc.communicate(timeout=1800)
     assert proc.returncode == 143, err[-2000:]
     assert "stopped by SIGTERM" in err and "--resume" in err
+
+
+def test_a_full_disk_is_one_line(tmp_path):
+    """A file-size limit makes the first checkpoint's write fail (as a full disk would)."""
+    import resource
+
+    def limit():  # in the child only: 60 KiB per file
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60 * 1024, 60 * 1024))
+
+    out = tmp_path / "full"
+    cmd = _cmd(out, "--steps", "20", "--set", "buffer.capacity=20000")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=1800, preexec_fn=limit)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "File too large" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +52,37 @@ def _is_key(x: Any) -> bool:
 
 def _is_sharded(x: Any) -> bool:
     return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
+class _HeldStderr:
+    """Holds what is written to file descriptor 2 until :meth:`release`, which
+    replays it (a successful save) or drops it (a failed one, reported once)."""
+
+    def __init__(self):
+        import sys
+        import tempfile
+
+        self._saved = None
+        try:
+            sys.stderr.flush()
+            self._file = tempfile.TemporaryFile()
+            self._saved = os.dup(2)
+            os.dup2(self._file.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no real fd 2 (some notebooks): stay loud
+            self._saved = None
+
+    def release(self, *, replay: bool) -> None:
+        if self._saved is None:
+            return
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._saved = None
+        if replay:
+            self._file.seek(0)
+            text = self._file.read()
+            if text:
+                os.write(2, text)
+        self._file.close()
 
 
 def checksums(flat: Mapping[str, Any]) -> dict[str, str]:
@@ -218,14 +250,36 @@ class Checkpointer:
             flat = flatten_state(jax.device_get(state))
             # Checked on restore: a flipped byte in an array file is an error, not a silent NaN.
             metadata["checksums"] = checksums(flat)
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(dict(metadata))
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        absl = logging.getLogger("absl")
+        level = absl.level
+        # orbax logs a failed write from each of its threads (and its native
+        # callbacks print tracebacks to fd 2): the error below says it once.
+        absl.setLevel(logging.CRITICAL)
+        stderr = _HeldStderr()
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(dict(metadata))
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+            stderr.release(replay=True)
+        except Exception as exc:  # noqa: BLE001 - a full disk, a size limit, a read-only folder
+            time.sleep(0.2)  # let orbax's threads finish printing into the held stream
+            stderr.release(replay=False)
+            previous = [s for s in self.steps() if s != step]
+            kept = f"the last checkpoint ({self.path(previous[-1])}) is intact" if previous else "no earlier checkpoint"
+            reason = str(exc).splitlines()[0]
+            for marker in ("Failed to write", "No space", "Read-only", "Permission denied"):
+                if marker in reason:
+                    reason = reason[reason.index(marker):]
+                    break
+            raise CheckpointError(f"cannot write checkpoint {self.path(step)}: {reason[:300]}; {kept}") from None
+        finally:
+            stderr.release(replay=True)
+            absl.setLevel(level)
         return self.path(step)
 
     def metadata(self, step: int | None = None) -> dict[str, Any]:
