@@ -13,6 +13,7 @@ import attrs
 
 __all__ = [
     "EbmkitError",
+    "EbmkitPluginWarning",
     "ShardingError",
     "CheckpointError",
     "TrainingDiverged",
@@ -206,3 +207,7 @@ class TrainingInterrupted(EbmkitError):
         self.signum = signum
         self.run_dir = run_dir
         self.exit_code = 128 + int(signum)
+
+
+class EbmkitPluginWarning(UserWarning):
+    """A hook plugin was skipped because it failed to load or is invalid."""

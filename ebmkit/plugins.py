@@ -30,9 +30,9 @@ import attrs
 import pluggy
 
 from ebmkit import hookspecs
-from ebmkit.errors import PluginLoadError
+from ebmkit.errors import EbmkitPluginWarning, PluginLoadError
 from ebmkit.hookspecs import ENTRY_POINT_GROUP, PROJECT_NAME
-from ebmkit.registry import LOCAL_DIST, disabled_dists, normalize_dist
+from ebmkit.registry import LOCAL_DIST, disabled_dists, entry_points, normalize_dist
 from ebmkit.suggest import did_you_mean
 
 __all__ = [
@@ -49,10 +49,6 @@ __all__ = [
     "reset_plugin_manager",
     "strict_plugins",
 ]
-
-
-class EbmkitPluginWarning(UserWarning):
-    """A hook plugin was skipped because it failed to load or is invalid."""
 
 
 @attrs.frozen
@@ -224,7 +220,7 @@ def _load(strict: bool) -> _State:
     pm.add_hookspecs(hookspecs)
     state = _State(pm)
     disabled = disabled_dists()
-    eps = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value))
+    eps = sorted(entry_points(ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value))
     for ep in eps:
         dist, version = _dist_of(ep)
         if normalize_dist(dist) in disabled:

@@ -63,6 +63,8 @@ __all__ = [
     "invalidate_caches",
     "normalize_dist",
     "disabled_dists",
+    "entry_points",
+    "BROKEN_DISTRIBUTIONS",
 ]
 
 #: The plugin API version this ebmkit writes and the versions it can load.
@@ -208,6 +210,43 @@ class Provider:
         return f"{self.dist}{version} ({self.target})"
 
 
+#: Distributions whose entry_points.txt could not be read: ``{name: reason}``.
+BROKEN_DISTRIBUTIONS: dict[str, str] = {}
+
+
+def entry_points(group: str) -> list[md.EntryPoint]:
+    """The entry points of ``group`` over every installed distribution.
+
+    Each distribution's ``entry_points.txt`` is read on its own: one malformed
+    file anywhere on the path marks that distribution broken (with a warning,
+    once, and in ``BROKEN_DISTRIBUTIONS``) instead of breaking every command.
+    """
+    found = []
+    seen = set()
+    for dist in md.distributions():
+        name = (dist.metadata["Name"] if dist.metadata else None) or "unknown"
+        try:
+            eps = dist.entry_points
+        except Exception as exc:  # noqa: BLE001 - a third party's malformed metadata
+            if name not in BROKEN_DISTRIBUTIONS:
+                import warnings
+
+                from ebmkit.errors import EbmkitPluginWarning
+
+                BROKEN_DISTRIBUTIONS[name] = f"{type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"distribution {name} {dist.version or ''} has a malformed entry_points.txt "
+                    f"({type(exc).__name__}: {exc}); its plugins are ignored",
+                    EbmkitPluginWarning, stacklevel=2,
+                )
+            continue
+        for ep in eps:
+            if ep.group == group and (ep.name, ep.value, name) not in seen:
+                seen.add((ep.name, ep.value, name))
+                found.append(ep)
+    return found
+
+
 def _dist_of(ep: md.EntryPoint) -> tuple[str, str | None]:
     dist = getattr(ep, "dist", None)
     if dist is None:
@@ -294,7 +333,7 @@ class Registry:
             return cached[1]
         disabled = disabled_dists()
         providers = []
-        for ep in md.entry_points(group=self.group):
+        for ep in entry_points(self.group):
             dist, version = _dist_of(ep)
             providers.append(
                 Provider(

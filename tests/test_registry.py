@@ -409,7 +409,7 @@ def test_unknown_name_suggests_and_lists_known_names():
 
 def test_errors_never_subclass_key_error():
     classes = [getattr(errors, n) for n in errors.__all__ if isinstance(getattr(errors, n), type)]
-    exceptions = [c for c in classes if issubclass(c, BaseException)]
+    exceptions = [c for c in classes if issubclass(c, BaseException) and not issubclass(c, Warning)]
     assert {c.__name__ for c in exceptions} >= {
         "EbmkitError", "ConfigError", "UnknownComponentError", "ComponentConflictError",
         "PluginLoadError", "InvalidComponentError",
@@ -470,3 +470,27 @@ def test_importing_ebmkit_and_listing_imports_no_builtin_module(tmp_path):
     assert out.returncode == 0, out.stderr
     imported = ast.literal_eval(out.stdout.strip())
     assert [m for m in imported if m.startswith("ebmkit_builtins.")] == []
+
+
+def test_a_malformed_entry_points_file_breaks_only_its_distribution(tmp_path, monkeypatch, fresh_registry):
+    import warnings
+
+    from click.testing import CliRunner
+
+    from ebmkit.cli import cli
+
+    info = tmp_path / "bad_dist-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-dist\nVersion: 1.0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text("[ebmkit.samplers]\nbroken line without equals\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.BROKEN_DISTRIBUTIONS.clear()
+    registry.invalidate_caches()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "langevin" in registry.get_registry("sampler").names()
+    assert any("bad-dist" in str(w.message) and "malformed entry_points.txt" in str(w.message) for w in caught)
+    assert "bad-dist" in registry.BROKEN_DISTRIBUTIONS
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0 and "langevin" in result.output
+    registry.BROKEN_DISTRIBUTIONS.clear()
