@@ -115,3 +115,18 @@ def test_a_full_disk_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "File too large" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
+
+
+def test_two_writers_at_once_the_second_is_refused(tmp_path):
+    out = tmp_path / "two"
+    first = subprocess.Popen(_cmd(out, "--steps", "1000000"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=ENV)
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline and first.poll() is None and _metrics_rows(out) < 1:
+        time.sleep(0.05)
+    second = subprocess.run(_cmd(out), capture_output=True, text=True, env=ENV, timeout=1800)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=1800)
+    assert second.returncode == 1
+    assert f"being written by another ebmkit process (pid {first.pid})" in second.stderr, second.stderr[-2000:]
+    assert first.returncode == 130
