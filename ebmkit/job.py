@@ -209,6 +209,12 @@ def _train_in(run_dir: Path, cfg: Config, *, resume: bool, progress: bool | str,
         note = tail_warning(summary["tail_mass"], bool(summary.get("decayed", 1.0)))
         if note:
             summary["warnings"] = [note]
+    elif summary.get("tails_confined") == 0.0:
+        summary["warnings"] = [
+            f"the energy rises {summary['tail_shortfall']:.0f} nats too slowly away from the data for its mass "
+            "to stay near it (heavy tails: AIS estimates of log Z cannot be trusted); a base measure confines "
+            "it (docs/evaluation.md)"
+        ]
     if not trainer.is_main_process:
         return summary
     if plots:

@@ -7,6 +7,7 @@
 * :mod:`ebmkit.evaluate.mmd`: maximum mean discrepancy.
 * :mod:`ebmkit.evaluate.diagnose`: the guide's health check.
 * :mod:`ebmkit.evaluate.long_run`: do long chains stay on the model's density?
+* :mod:`ebmkit.evaluate.tails`: does the energy confine its mass, in any dimension?
 """
 
 from ebmkit.errors import ClassifierWeightsError
@@ -30,6 +31,7 @@ from ebmkit.evaluate.grid import (
 )
 from ebmkit.evaluate.long_run import density_tv, long_run_check
 from ebmkit.evaluate.mmd import median_bandwidth, mmd
+from ebmkit.evaluate.tails import tail_check
 
 __all__ = [
     "AISResult",
@@ -53,5 +55,6 @@ __all__ = [
     "mmd",
     "nearest_neighbour_distance",
     "reverse_ais_log_z",
+    "tail_check",
     "tail_warning",
 ]

@@ -210,7 +210,12 @@ def evaluate_dataset(
     nothing here.
     """
     if tuple(dataset.event_shape) != (2,) or dataset.bounds is None:
-        return {}
+        if not hasattr(dataset, "held_out"):
+            return {}
+        from ebmkit.evaluate.tails import tail_check
+
+        check = tail_check(energy_fn, dataset)
+        return {"tails_confined": float(check["confined"]), "tail_shortfall": check["shortfall"]}
     test = dataset.held_out(n_test)
     result = grid_nll(energy_fn, test, dataset.bounds, grid)
     out = {

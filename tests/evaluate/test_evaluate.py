@@ -509,3 +509,26 @@ def test_long_run_check_flags_chains_that_drift_away():
     assert all(r["steps"] == 10 for r in report["runs"])
     assert not report["converges"] and "total variation" in report["verdict"]
     assert "base_measure" in advice()
+
+
+def test_tail_check_tells_a_confined_energy_from_a_flat_one():
+    from ebmkit.evaluate import tail_check
+
+    class Images:
+        event_shape = (8, 8, 1)
+
+        def held_out(self, n):
+            return np.random.default_rng(0).uniform(-1, 1, size=(n, 8, 8, 1)).astype(np.float32)
+
+    def flat(x):
+        return np.zeros(len(x))
+
+    def gaussian(x):  # a base measure of width 0.3 per pixel
+        return 0.5 * np.sum(np.asarray(x, np.float64).reshape(len(x), -1) ** 2 / 0.3**2, axis=1)
+
+    assert not tail_check(flat, Images())["confined"] and tail_check(flat, Images())["shortfall"] > 100
+    report = tail_check(gaussian, Images())
+    assert report["confined"] and report["shortfall"] == 0.0
+    assert all(report["rise"][r] > report["needed"][r] for r in report["rise"])
+    out = evaluate_dataset(flat, Images())
+    assert out == {"tails_confined": 0.0, "tail_shortfall": pytest.approx(tail_check(flat, Images())["shortfall"])}
