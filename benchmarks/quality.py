@@ -32,7 +32,14 @@ TARGET = 0.05  # nats, mean over seeds
 BUDGET_S = 300.0  # training wall time per toy and seed on 2 CPU cores
 
 
-def run_toy(name: str, seconds: float | None = None, *, seed: int = 0, overrides: list[str] | None = None) -> dict:
+def run_toy(
+    name: str,
+    seconds: float | None = None,
+    *,
+    seed: int = 0,
+    overrides: list[str] | None = None,
+    long_run_steps: int = 0,
+) -> dict:
     """Train ``examples/<name>.toml`` once and score it.
 
     Args:
@@ -41,6 +48,9 @@ def run_toy(name: str, seconds: float | None = None, *, seed: int = 0, overrides
             many seconds (from a short timing run); the quick benchmark uses it.
         seed: ``train.seed``.
         overrides: extra ``--set`` strings.
+        long_run_steps: if set, run the long-run check with chains this long
+            (20,000 chains from the buffer and from noise): total-variation
+            distance to the model's density, its exact-draw floor, escapes.
     """
     import ebmkit
     from ebmkit.components import build_dataset, data_context
@@ -58,6 +68,14 @@ def run_toy(name: str, seconds: float | None = None, *, seed: int = 0, overrides
     result = Trainer(model, dataset, hooks=False).fit()
     wall = time.perf_counter() - start
     s = result.summary
+    long_run = {}
+    if long_run_steps:
+        from ebmkit.evaluate import long_run_check
+
+        check = long_run_check(model, dataset, steps=(long_run_steps,), num_chains=20_000, seed=seed)
+        for row in check["runs"]:
+            for key in ("tv", "tv_floor", "escape_fraction"):
+                long_run[f"{row['start']}_{key}"] = row[key]
     return {
         "toy": name,
         "seed": seed,
@@ -72,6 +90,7 @@ def run_toy(name: str, seconds: float | None = None, *, seed: int = 0, overrides
         "grid_error": s["grid_error"],
         "steps_per_s": s["steps_per_s"],
         "wall_s": wall,
+        **long_run,
     }
 
 
@@ -112,23 +131,35 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "meets_target": statistics.fmean(gaps) <= TARGET and max(r["wall_s"] for r in mine) <= BUDGET_S,
             }
         )
+        for start in ("buffer", "noise"):
+            if all(f"{start}_tv" in r for r in mine):
+                out[-1][f"{start}_tv_excess_max"] = max(r[f"{start}_tv"] - r[f"{start}_tv_floor"] for r in mine)
+                out[-1][f"{start}_escape_max"] = max(r[f"{start}_escape_fraction"] for r in mine)
     return out
 
 
 def markdown(summary: list[dict]) -> str:
     lines = [
         "| toy | entropy (nats) | full-plane KL gap mean ± std | mass outside the box (max) | box-only KL gap (mean) "
-        "| grid error (max) | steps | wall s (mean) | ≤ 0.05 in 5 min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| grid error (max) | steps | wall s (mean) | ≤ 0.05 in 5 min "
+        "| long run from buffer: TV − floor, escapes (max) | from noise |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         decay = "" if s["all_decayed"] else " (not decayed: lower bound)"
         lines.append(
             f"| {s['toy']} | {s['entropy']:.4f} | {s['kl_gap_mean']:.3f} ± {s['kl_gap_std']:.3f}{decay} | "
             f"{s['tail_mass_max']:.4f} | {s['kl_gap_box_mean']:.3f} | {s['grid_error_max']:.1e} | {s['steps']} | "
-            f"{s['wall_s_mean']:.0f} | {'yes' if s['meets_target'] else 'no'} |"
+            f"{s['wall_s_mean']:.0f} | {'yes' if s['meets_target'] else 'no'} | "
+            f"{_long_run_cell(s, 'buffer')} | {_long_run_cell(s, 'noise')} |"
         )
     return "\n".join(lines)
+
+
+def _long_run_cell(s: dict, start: str) -> str:
+    if f"{start}_tv_excess_max" not in s:
+        return "—"
+    return f"{s[f'{start}_tv_excess_max']:+.3f}, {s[f'{start}_escape_max']:.1%}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,11 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--seconds", type=float, default=None, help="cap training time per run")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--long-run", type=int, default=1000, help="long-run check chain length (0: skip)")
     args = parser.parse_args(argv)
     rows = []
     for toy in args.toys.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            row = run_toy(toy, args.seconds, seed=seed, overrides=args.overrides)
+            row = run_toy(toy, args.seconds, seed=seed, overrides=args.overrides, long_run_steps=args.long_run)
             print(json.dumps(row), flush=True)
             rows.append(row)
     summary = summarise(rows)

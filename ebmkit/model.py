@@ -28,7 +28,7 @@ from flax import nnx
 from ebmkit.components import build_component, build_dataset, check_fits, data_context
 from ebmkit.config import Config, load_config
 from ebmkit.data import batch_from, check_batch
-from ebmkit.nn import GaussianBaseMeasure, data_statistics, energy_programs, graphdefs, split_energy
+from ebmkit.nn import BoxBaseMeasure, GaussianBaseMeasure, data_statistics, energy_programs, graphdefs, split_energy
 from ebmkit.sampling import run_chain, tunables_for, warmup
 from ebmkit.training.optim import lr_schedule, make_optimizer
 from ebmkit.training.step import TrainState, jitted_train_step, make_train_step
@@ -183,14 +183,16 @@ def _with_base_measure(energy: nnx.Module, config: Any, data: BuildContext, data
     """``energy`` plus the configured base measure (unchanged for ``kind = "none"``)."""
     if config.kind == "none":
         return energy
+    if config.kind == "box":
+        return _with_box(energy, config, data, dataset_config)
     shape = tuple(data.event_shape)
     mean, std = config.mean, config.std
     if mean is None or std is None:
         reference = data.reference
         if reference is None and dataset_config is not None:
             # Built without a data set: the config's own, when it fits.
-            dataset = build_dataset(dataset_config)
-            if tuple(dataset.event_shape) == shape:
+            dataset = _own_dataset(dataset_config, shape)
+            if dataset is not None:
                 reference = data_context(dataset).reference
         if reference is None:
             raise ValueError(
@@ -206,6 +208,38 @@ def _with_base_measure(energy: nnx.Module, config: Any, data: BuildContext, data
     except ValueError:
         raise ValueError(f"base_measure: mean and std must broadcast to the event shape {shape}") from None
     return GaussianBaseMeasure(energy, mean=mean, std=std, scale=config.scale)
+
+
+def _own_dataset(dataset_config: Any, shape: tuple[int, ...]) -> Any:
+    """The config's data set when its events have ``shape``, else ``None``."""
+    dataset = build_dataset(dataset_config)
+    return dataset if tuple(dataset.event_shape) == shape else None
+
+
+def _with_box(energy: nnx.Module, config: Any, data: BuildContext, dataset_config: Any) -> nnx.Module:
+    """``energy`` plus walls at the data's box (``base_measure.kind = "box"``)."""
+    shape = tuple(data.event_shape)
+    low, high = config.low, config.high
+    if low is None or high is None:
+        bounds = data.bounds
+        if bounds is None and dataset_config is not None:
+            dataset = _own_dataset(dataset_config, shape)
+            bounds = getattr(dataset, "bounds", None) if dataset is not None else None
+        if bounds is None:
+            raise ValueError(
+                "base_measure: the data's box is unknown (the data set declares no bounds, or the model was built "
+                "without one); set base_measure.low and base_measure.high"
+            )
+        low = bounds[0] if low is None else low
+        high = bounds[1] if high is None else high
+    try:
+        low = np.broadcast_to(np.asarray(low, np.float64).reshape(-1) if np.size(low) > 1 else np.asarray(low, np.float64).reshape(()), shape)
+        high = np.broadcast_to(np.asarray(high, np.float64).reshape(-1) if np.size(high) > 1 else np.asarray(high, np.float64).reshape(()), shape)
+    except ValueError:
+        raise ValueError(f"base_measure: low and high must broadcast to the event shape {shape}") from None
+    if not np.all(low < high):
+        raise ValueError(f"base_measure: every low must be < its high, got low={low.tolist()}, high={high.tolist()}")
+    return BoxBaseMeasure(energy, low=low, high=high, width=config.width * (high - low))
 
 
 def _resolve(config: Any) -> tuple[Config, tuple[int, ...] | None]:

@@ -190,6 +190,15 @@ def _structure_value(value: Any, typ: Any, path: str) -> Any:
             non_none = [a for a in args if a is not type(None)]
             if len(non_none) == 1:
                 return _structure_value(value, non_none[0], path)
+            # Several forms (a number or a list): the first that takes the value.
+            failures: list[_Problems] = []
+            for arg in non_none:
+                try:
+                    return _structure_value(value, arg, path)
+                except _Problems as problems:
+                    failures.append(problems)
+            names = " or ".join(_type_name(a) if isinstance(a, type) else "a list of numbers" for a in non_none)
+            raise _Problems([ConfigProblem(path=path, message=f"expected {names}, got {_describe(value)}")])
         return converter.structure(value, typ)
     except _Problems:
         raise
@@ -335,7 +344,8 @@ def _structure_config(value: Any, cls: type, path: str) -> Any:
             continue
         if a.validator is not None:
             try:
-                a.validator(None, a, values[key])
+                # Validators see what the field will hold: after its converter.
+                a.validator(None, a, a.converter(values[key]) if a.converter is not None else values[key])
             except Exception as exc:  # noqa: BLE001
                 message = str(exc)
                 # Validators name their field for direct Python calls; the path says it here.

@@ -202,30 +202,51 @@ def _finite_tuple(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         finite(_inst, attribute, v)
 
 
+def _one_or_many(value: Any) -> Any:
+    """A number is one entry for every coordinate; lists become tuples."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),)
+    return as_tuple(value)
+
+
 @config_class
 class BaseMeasureConfig(ConfigBase):
-    """An optional base measure added to the energy, whatever the network:
-    ``E(x) = f(x) + Σ (xᵢ − μᵢ)² / (2 (scale · sᵢ)²)`` (see docs/evaluation.md).
+    """An optional base measure added to the energy, whatever the network
+    (see docs/evaluation.md):
 
-    It makes ``exp(−E)`` integrable, so the model's mass stays near the data
-    and long chains do not drift away.
+    - ``gaussian``: ``E(x) = f(x) + Σ (xᵢ − μᵢ)² / (2 (scale · sᵢ)²)``;
+    - ``box``: ``E(x) = f(x) + Σ max(0, |xᵢ − cᵢ| − hᵢ)² / (2 wᵢ²)``, walls at
+      the data's box ``c ± h`` (zero inside it), ``wᵢ = width · (highᵢ − lowᵢ)``.
+
+    Either makes ``exp(−E)`` integrable, so the model's mass stays near the
+    data and long chains do not drift away.
 
     Attributes:
-        kind: ``"none"`` (default) or ``"gaussian"``.
-        scale: the Gaussian's width in units of the data's standard deviation;
-            larger is weaker inside the data.
-        mean: ``μ`` per coordinate; unset takes the data set's mean.
-        std: ``s`` per coordinate; unset takes the data set's standard deviation.
+        kind: ``"none"`` (default), ``"gaussian"`` or ``"box"``.
+        scale: (gaussian) the Gaussian's width in units of the data's standard
+            deviation; larger is weaker inside the data.
+        mean: (gaussian) ``μ`` per coordinate; unset takes the data set's mean.
+        std: (gaussian) ``s`` per coordinate; unset takes the data set's
+            standard deviation.
+        width: (box) the walls' width as a fraction of the box's width.
+        low, high: (box) the box per coordinate (or one number for all);
+            unset takes the data set's ``bounds``.
     """
 
-    kind: str = attrs.field(default="none", validator=one_of(("none", "gaussian")))
+    kind: str = attrs.field(default="none", validator=one_of(("none", "gaussian", "box")))
     scale: float = attrs.field(default=3.0, validator=positive)
     mean: tuple[float, ...] | None = attrs.field(default=None, converter=as_tuple, validator=_finite_tuple)
     std: tuple[float, ...] | None = attrs.field(default=None, converter=as_tuple, validator=_finite_tuple)
+    width: float = attrs.field(default=0.01, validator=positive)
+    low: float | tuple[float, ...] | None = attrs.field(default=None, converter=_one_or_many, validator=_finite_tuple)
+    high: float | tuple[float, ...] | None = attrs.field(default=None, converter=_one_or_many, validator=_finite_tuple)
 
     def __attrs_post_init__(self) -> None:
         if self.std is not None and not all(v > 0 for v in self.std):
             raise ValueError(f"std: every entry must be > 0, got {self.std}")
+        if self.low is not None and self.high is not None and len(self.low) == len(self.high):
+            if not all(a < b for a, b in zip(self.low, self.high)):
+                raise ValueError(f"low, high: every low must be < its high, got {self.low} and {self.high}")
 
 
 @config_class

@@ -8,9 +8,12 @@ the model is). So ``Z`` is the sum of three regions that tile the plane:
 
 1. the **box**: a fine ``n × n`` midpoint grid (plus the same sum on an
    ``n/2`` grid, whose difference estimates the quadrature error);
-2. the **frame**: a coarse midpoint grid over the square of ``outer_factor``
-   times the box's half-width around its centre, minus the box;
-3. the **far field**: radial shells from that square's inscribed circle out
+2. the **band**: the same fine grid continued ``n/8`` cells beyond each edge
+   of the box (an eighth of its width), so that a steep wall at the box's
+   edge (``base_measure.kind = "box"``) is integrated as finely as the box;
+3. the **frame**: a coarse midpoint grid over the square of ``outer_factor``
+   times the box's half-width around its centre, minus the band's square;
+4. the **far field**: radial shells from that square's inscribed circle out
    to ``far_factor`` times the half-width, midpoint rule in ``log r`` and in
    the angle, counting only points outside the frame's square.
 
@@ -102,8 +105,20 @@ def _box_log_z(energy_fn, low, high, n, chunk) -> tuple[float, float]:
     return log_z, float(p[ring].sum() / p.sum())
 
 
+def _band_log_z(energy_fn, low, high, n, extra, chunk) -> float:
+    """The box's fine grid continued ``extra`` cells beyond each edge, minus the box itself."""
+    h = (high - low) / n
+    band_low, band_high = low - extra * h, high + extra * h
+    m = n + 2 * extra
+    xx, yy = np.meshgrid(_midpoints(band_low[0], band_high[0], m), _midpoints(band_low[1], band_high[1], m), indexing="ij")
+    inside = np.zeros((m, m), bool)
+    inside[extra : extra + n, extra : extra + n] = True
+    pts = np.stack([xx[~inside], yy[~inside]], axis=1).astype(np.float32)
+    return _logsumexp(_neg_energy(energy_fn, pts, chunk, "just outside the box")) + math.log(h[0] * h[1])
+
+
 def _frame_log_z(energy_fn, centre, half, box_low, box_high, factor, cells, chunk) -> float:
-    """The coarse grid over the outer square minus the box (cells whose centre is inside the box are left out)."""
+    """The coarse grid over the outer square minus the band's square (cells whose centre is inside it are left out)."""
     outer_low, outer_high = centre - factor * half, centre + factor * half
     xs, ys = _midpoints(outer_low[0], outer_high[0], cells), _midpoints(outer_low[1], outer_high[1], cells)
     xx, yy = np.meshgrid(xs, ys, indexing="ij")
@@ -172,10 +187,13 @@ def grid_nll(
     centre, half = (low + high) / 2.0, (high - low) / 2.0
     log_z_box, edge = _box_log_z(energy_fn, low, high, n, chunk)
     log_z_half, _ = _box_log_z(energy_fn, low, high, max(n // 2, 2), chunk)
-    log_z_frame = _frame_log_z(energy_fn, centre, half, low, high, outer_factor, outer_cells, chunk)
+    extra = max(n // 8, 1)
+    log_z_band = _band_log_z(energy_fn, low, high, n, extra, chunk)
+    band = extra * (high - low) / n
+    log_z_frame = _frame_log_z(energy_fn, centre, half, low - band, high + band, outer_factor, outer_cells, chunk)
     log_z_far, log_last = _far_log_z(energy_fn, centre, half, outer_factor, far_factor, far_radii, far_angles, chunk)
-    log_z = _logsumexp(np.array([log_z_box, log_z_frame, log_z_far]))
-    tail = _logsumexp(np.array([log_z_frame, log_z_far]))
+    log_z = _logsumexp(np.array([log_z_box, log_z_band, log_z_frame, log_z_far]))
+    tail = _logsumexp(np.array([log_z_band, log_z_frame, log_z_far]))
     tail_mass = math.exp(tail - log_z) if math.isfinite(tail) else 0.0
     energies = -_neg_energy(energy_fn, pts, chunk, "on the test points")
     outside = np.mean(np.any((pts < low) | (pts > high), axis=1))

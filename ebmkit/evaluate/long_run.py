@@ -139,6 +139,7 @@ def long_run_check(
     multiples: Sequence[int] = (10, 100),
     num_chains: int = 2000,
     seed: int = 0,
+    steps: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run the model's sampler ``m × K`` steps for each ``m`` in ``multiples``,
     from the buffer and from noise, and compare the samples with the data and
@@ -151,6 +152,7 @@ def long_run_check(
         multiples: chain lengths in units of the training K.
         num_chains: chains per run.
         seed: seeds the chains and the exact-draw floor.
+        steps: chain lengths in sampler steps, instead of ``multiples``.
 
     Returns:
         ``{"runs": [{"start", "steps", "escape_fraction", "energy_mean",
@@ -176,15 +178,20 @@ def long_run_check(
     starts["noise"] = model.fresh_starts.fresh(fresh_key, num_chains)
     if model.buffer is not None and len(model.sample_buffer) > 0:
         starts["buffer"] = model.sample_from_buffer(num_chains, rng_key=buffer_key)
+    if steps is not None:
+        lengths = [int(n) for n in steps]
+    else:
+        lengths = [int(m) * max(int(sampler.num_steps), 1) for m in multiples]
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"long-run check: chain lengths must be >= 1, got {lengths}")
     runs = []
     for start, x0 in starts.items():
-        for m in multiples:
-            steps = int(m) * max(int(sampler.num_steps), 1)
+        for length in lengths:
             key, chain_key = jax.random.split(key)
-            x, _ = _chain_program(eval_graphdef, sampler, steps)(params, rest, chain_key, jnp.asarray(x0))
+            x, _ = _chain_program(eval_graphdef, sampler, length)(params, rest, chain_key, jnp.asarray(x0))
             x = np.asarray(x, np.float64)
             finite = np.all(np.isfinite(x.reshape(len(x), -1)), axis=1)
-            row: dict[str, Any] = {"start": start, "steps": steps, "non_finite_fraction": float(np.mean(~finite))}
+            row: dict[str, Any] = {"start": start, "steps": length, "non_finite_fraction": float(np.mean(~finite))}
             if bounds is not None:
                 low, high = bounds
                 outside = ~np.all((x.reshape(len(x), -1) >= low) & (x.reshape(len(x), -1) <= high), axis=1)

@@ -1,6 +1,6 @@
 """Building blocks for energy networks: shared layers and the eval-mode contract."""
 
-from ebmkit.nn.base_measure import GaussianBaseMeasure, data_statistics
+from ebmkit.nn.base_measure import BoxBaseMeasure, GaussianBaseMeasure, data_statistics
 from ebmkit.nn.eval import energy_programs, eval_view, graphdefs, split_energy
 from ebmkit.nn.layers import (
     ACTIVATIONS,
@@ -17,6 +17,7 @@ from ebmkit.nn.memory import check_fits_in_memory
 
 __all__ = [
     "ACTIVATIONS",
+    "BoxBaseMeasure",
     "GaussianBaseMeasure",
     "data_statistics",
     "ModeViewMixin",
