@@ -18,6 +18,41 @@ from ebmkit.cli import (
 _RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
 
 
+_SAMPLER = click.option(
+    "--sampler", "sampler", default=None, metavar="NAME",
+    help="Sample with this registered sampler instead of the model's own (e.g. replica_exchange).",
+)
+_SAMPLER_OPTION = click.option(
+    "--sampler-option", "sampler_options", multiple=True, metavar="KEY=VALUE",
+    help="A config field of --sampler (TOML value), e.g. num_replicas=12; repeatable.",
+)
+
+
+def _other_sampler(model: object, name: str | None, options: tuple[str, ...]):  # noqa: ANN202
+    """The sampler --sampler names, configured by --sampler-option, or ``None``."""
+    if name is None:
+        if options:
+            raise click.UsageError("--sampler-option needs --sampler")
+        return None
+    from ebmkit.config.io import parse_override
+    from ebmkit.errors import ConfigError
+    from ebmkit.evaluate.long_run import sampler_for
+
+    fields: dict[str, object] = {}
+    for text in options:
+        try:
+            path, value = parse_override(text)
+        except (ValueError, ConfigError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--sampler-option") from None
+        if len(path) != 1:
+            raise click.BadParameter(f"{text!r}: expected FIELD=VALUE", param_hint="--sampler-option")
+        fields[path[0]] = value
+    try:
+        return sampler_for(model, name, fields)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sampler") from None
+
+
 def _open_run(run_dir: str):  # noqa: ANN202 - ebmkit.run.Run, imported lazily
     from ebmkit.run import open_run
 
@@ -34,7 +69,12 @@ def _open_run(run_dir: str):  # noqa: ANN202 - ebmkit.run.Run, imported lazily
               help="The .npz file to write; a .png picture goes next to it.")
 @click.option("--start", type=click.Choice(["noise", "buffer"]), default="noise", show_default=True,
               help="Start the chains from fresh noise, or continue the replay buffer's persistent chains.")
-def sample_command(run_dir: str, num: int, steps: int | None, seed: int, out: str, start: str) -> None:
+@_SAMPLER
+@_SAMPLER_OPTION
+def sample_command(
+    run_dir: str, num: int, steps: int | None, seed: int, out: str, start: str, sampler: str | None,
+    sampler_options: tuple[str, ...],
+) -> None:
     """Draw N samples from the latest checkpoint of RUN_DIR.
 
     Chains start from fresh noise (default) or continue the replay buffer's
@@ -43,6 +83,12 @@ def sample_command(run_dir: str, num: int, steps: int | None, seed: int, out: st
     an image grid for images; prints how the samples sit against the data box
     and, for 2-D data, their total-variation distance to the model's own
     density next to that of exact draws.
+
+    --sampler runs another sampler than the model's own, e.g.
+    `--sampler replica_exchange --steps 1000`: parallel tempering with
+    Metropolis-adjusted moves, which gets the weights of separated modes right
+    (its step size defaults to the model's sampler's; --sampler-option
+    num_replicas=12 and the like set its other fields).
     """
     from pathlib import Path
 
@@ -53,17 +99,23 @@ def sample_command(run_dir: str, num: int, steps: int | None, seed: int, out: st
         raise click.BadParameter(f"{out!r} must end in .npz (the picture goes next to it as .png)",
                                  param_hint="--out")
     run = _open_run(run_dir)
-    if run.model.sampler is None:
-        raise click.UsageError("this run's model has no sampler (its loss needs none); set one in the config")
-    if start == "buffer":
-        from ebmkit.evaluate.long_run import continue_chains
-
-        if run.model.buffer is None or len(run.model.sample_buffer) == 0:
-            raise click.UsageError("--start buffer: this run has no filled replay buffer")
+    other = _other_sampler(run.model, sampler, sampler_options)
+    if run.model.sampler is None and other is None:
+        raise click.UsageError("this run's model has no sampler (its loss needs none); set one in the config "
+                               "or pass --sampler")
+    if start == "buffer" or other is not None:
         import jax
 
-        x0 = run.model.sample_from_buffer(num, rng_key=jax.random.key(seed + 1))
-        samples = continue_chains(run.model, x0, run.model.num_steps if steps is None else steps, seed=seed)
+        from ebmkit.evaluate.long_run import continue_chains
+
+        if start == "buffer":
+            if run.model.buffer is None or len(run.model.sample_buffer) == 0:
+                raise click.UsageError("--start buffer: this run has no filled replay buffer")
+            x0 = run.model.sample_from_buffer(num, rng_key=jax.random.key(seed + 1))
+        else:
+            x0 = run.model.fresh_starts.fresh(jax.random.key(seed + 1), num)
+        length = steps if steps is not None else (other or run.model.sampler).num_steps
+        samples = continue_chains(run.model, x0, length, seed=seed, sampler=other)
     else:
         samples = run.generate(num, n_steps=steps, seed=seed)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,24 +197,33 @@ def _number(value: Any) -> str:
 @click.option("--long-run", "long_run", is_flag=True,
               help="Also run the sampler 10x and 100x the training K, from the buffer and from noise, "
                    "and compare the samples with the model's own density.")
-def diagnose_command(run_dir: str, num: int, steps: int, seed: int, as_json: bool, long_run: bool) -> None:
+@_SAMPLER
+@_SAMPLER_OPTION
+def diagnose_command(
+    run_dir: str, num: int, steps: int, seed: int, as_json: bool, long_run: bool, sampler: str | None,
+    sampler_options: tuple[str, ...],
+) -> None:
     """Health check of the latest checkpoint of RUN_DIR.
 
     Energy gap (fake - real; should be > 0), MCMC energy decrease (> 0),
     replay-buffer usage and the range of fresh samples against the data bounds,
     for the components the model has. With --long-run: whether long chains stay
     on the model's density (escaping samples; for 2-D data the total-variation
-    distance to the density next to that of exact draws).
+    distance to the density next to that of exact draws). --sampler runs the
+    long chains with another sampler (e.g. replica_exchange).
     """
     from ebmkit.run import diagnosis_notes, jsonable
 
     run = _open_run(run_dir)
+    other = _other_sampler(run.model, sampler, sampler_options)
+    if other is not None and not long_run:
+        raise click.UsageError("--sampler applies to the long runs: add --long-run")
     report = run.diagnose(n_samples=num, n_steps=steps, seed=seed)
     check = None
-    if long_run and run.model.sampler is not None:
+    if long_run and (run.model.sampler is not None or other is not None):
         from ebmkit.evaluate import long_run_check
 
-        check = long_run_check(run.model, run.dataset, seed=seed)
+        check = long_run_check(run.model, run.dataset, seed=seed, sampler=other)
     if as_json:
         out = {"step": run.step, **report}
         if check is not None:
@@ -179,7 +240,8 @@ def diagnose_command(run_dir: str, num: int, steps: int, seed: int, as_json: boo
              _number(r["energy_mean"]), _number(r.get("tv")), _number(r.get("tv_floor")))
             for r in check["runs"]
         ]
-        click.echo(f"\nlong runs (data energy {check['data_energy_mean']:.4g}, model mass outside the box "
+        click.echo(f"\nlong runs of {check['sampler']} (data energy {check['data_energy_mean']:.4g}, "
+                   f"model mass outside the box "
                    f"{check['tail_mass']:.2%}):\n")
         click.echo(_table(rows, ["chains", "escaped", "energy", "TV to density", "TV of exact draws"]))
         click.echo(f"\n{'ok' if check['converges'] else 'check'}: {check['verdict']}")

@@ -41,7 +41,16 @@ from ebmkit.evaluate.grid import grid_nll
 from ebmkit.nn import graphdefs, split_energy
 from ebmkit.sampling import run_chain
 
-__all__ = ["long_run_check", "continue_chains", "sample_report", "density_tv", "advice", "ESCAPE_LIMIT", "TV_MARGIN"]
+__all__ = [
+    "long_run_check",
+    "continue_chains",
+    "sample_report",
+    "density_tv",
+    "advice",
+    "sampler_for",
+    "ESCAPE_LIMIT",
+    "TV_MARGIN",
+]
 
 #: Escaping samples above this fraction (above the model's own mass outside the
 #: box, for 2-D data) fail the check.
@@ -102,14 +111,35 @@ def density_tv(
     return tv, floor
 
 
-def continue_chains(model: Any, x0: Any, num_steps: int, *, seed: int = 0) -> np.ndarray:
-    """Run the model's sampler ``num_steps`` steps from ``x0[B, *event]`` (e.g.
-    states of the replay buffer) in eval mode; one compiled program per length."""
-    if model.sampler is None:
+def sampler_for(model: Any, name: str, options: dict[str, Any] | None = None) -> Any:
+    """A sampler other than the model's own, for sampling a trained model.
+
+    ``name`` is a registered sampler (e.g. ``"replica_exchange"``, the one that
+    gets the weights of separated modes right), ``options`` its config fields.
+    A ``step_size`` not given is the model's own sampler's, when both have one
+    (the step that suited training suits the ``T = 1`` moves).
+    """
+    from ebmkit.components import build_component
+    from ebmkit.config import load_config
+
+    options = dict(options or {})
+    own = getattr(getattr(model, "sampler", None), "tunables", {}) or {}
+    config = load_config(sampler={"name": name, **options}).sampler
+    if "step_size" not in options and "step_size" in own and hasattr(config, "step_size"):
+        config = load_config(sampler={"name": name, **options, "step_size": float(own["step_size"])}).sampler
+    return build_component(config)
+
+
+def continue_chains(model: Any, x0: Any, num_steps: int, *, seed: int = 0, sampler: Any = None) -> np.ndarray:
+    """Run the model's sampler (or ``sampler``) ``num_steps`` steps from
+    ``x0[B, *event]`` (e.g. states of the replay buffer) in eval mode; one
+    compiled program per length."""
+    sampler = model.sampler if sampler is None else sampler
+    if sampler is None:
         raise ValueError("the model has no sampler to run")
     _, eval_graphdef = graphdefs(model.energy_net)
     params, rest = split_energy(model.energy_net)
-    x, _ = _chain_program(eval_graphdef, model.sampler, int(num_steps))(
+    x, _ = _chain_program(eval_graphdef, sampler, int(num_steps))(
         params, rest, jax.random.key(seed), jnp.asarray(x0, jnp.float32)
     )
     return np.asarray(x)
@@ -140,6 +170,8 @@ def long_run_check(
     num_chains: int = 2000,
     seed: int = 0,
     steps: Sequence[int] | None = None,
+    sampler: Any = None,
+    starts: Sequence[str] = ("buffer", "noise"),
 ) -> dict[str, Any]:
     """Run the model's sampler ``m × K`` steps for each ``m`` in ``multiples``,
     from the buffer and from noise, and compare the samples with the data and
@@ -153,6 +185,9 @@ def long_run_check(
         num_chains: chains per run.
         seed: seeds the chains and the exact-draw floor.
         steps: chain lengths in sampler steps, instead of ``multiples``.
+        sampler: run this sampler instead of the model's own (see
+            :func:`sampler_for`); ``multiples`` still count the training K.
+        starts: which starts to run, of ``"buffer"`` and ``"noise"``.
 
     Returns:
         ``{"runs": [{"start", "steps", "escape_fraction", "energy_mean",
@@ -162,9 +197,13 @@ def long_run_check(
     Raises:
         ValueError: the model has no sampler.
     """
-    sampler = model.sampler
+    training_k = max(int(model.sampler.num_steps), 1) if model.sampler is not None else 1
+    sampler = model.sampler if sampler is None else sampler
     if sampler is None:
         raise ValueError("long-run check: the model has no sampler to run")
+    unknown = set(starts) - {"buffer", "noise"}
+    if unknown:
+        raise ValueError(f"long-run check: starts must be 'buffer' or 'noise', got {sorted(unknown)}")
     _, eval_graphdef = graphdefs(model.energy_net)
     params, rest = split_energy(model.energy_net)
     held = np.asarray(dataset.held_out(num_chains), np.float32)
@@ -173,19 +212,20 @@ def long_run_check(
     two_d = tuple(dataset.event_shape) == (2,) and bounds is not None
     tail_mass = grid_nll(model.energy, held, bounds, 256).tail_mass if two_d else 0.0
     key = jax.random.key(seed)
-    starts: dict[str, jax.Array] = {}
+    chain_starts: dict[str, jax.Array] = {}
     key, fresh_key, buffer_key = jax.random.split(key, 3)
-    starts["noise"] = model.fresh_starts.fresh(fresh_key, num_chains)
-    if model.buffer is not None and len(model.sample_buffer) > 0:
-        starts["buffer"] = model.sample_from_buffer(num_chains, rng_key=buffer_key)
+    if "noise" in starts:
+        chain_starts["noise"] = model.fresh_starts.fresh(fresh_key, num_chains)
+    if "buffer" in starts and model.buffer is not None and len(model.sample_buffer) > 0:
+        chain_starts["buffer"] = model.sample_from_buffer(num_chains, rng_key=buffer_key)
     if steps is not None:
         lengths = [int(n) for n in steps]
     else:
-        lengths = [int(m) * max(int(sampler.num_steps), 1) for m in multiples]
+        lengths = [int(m) * training_k for m in multiples]
     if not lengths or min(lengths) < 1:
         raise ValueError(f"long-run check: chain lengths must be >= 1, got {lengths}")
     runs = []
-    for start, x0 in starts.items():
+    for start, x0 in chain_starts.items():
         for length in lengths:
             key, chain_key = jax.random.split(key)
             x, _ = _chain_program(eval_graphdef, sampler, length)(params, rest, chain_key, jnp.asarray(x0))
@@ -216,6 +256,7 @@ def long_run_check(
             )
     return {
         "runs": runs,
+        "sampler": _sampler_name(sampler),
         "data_energy_mean": data_energy,
         "tail_mass": tail_mass,
         "converges": not failures,
@@ -223,13 +264,23 @@ def long_run_check(
     }
 
 
+def _sampler_name(sampler: Any) -> str:
+    from ebmkit.config.converter import component_name
+
+    try:
+        return component_name(sampler.config)[0]
+    except Exception:  # noqa: BLE001 - a hand-made sampler without a registered config
+        return type(sampler).__name__
+
+
 def advice() -> str:
     """What to do about a model whose long-run samples do not match its density."""
     return (
         "The model was learnt by short-run, non-convergent MCMC: its density can be good where its samples "
         "are not (the anatomy of MCMC-based maximum-likelihood learning, Nijkamp, Hill et al. 2020). "
-        "For samples that match the density, train a convergent recipe: a base measure "
-        "(--set base_measure.kind=gaussian), replay-buffer restarts beyond the data box "
-        "(--set buffer.init_margin=0.5), and a sampler with a Metropolis correction (sampler = \"hmc\"); "
-        "or sample with longer, corrected chains from the buffer."
+        "For samples that match the density, train a convergent recipe: walls at the data's box "
+        "(--set base_measure.kind=box) or a Gaussian base measure with replay-buffer restarts beyond the box "
+        "(--set base_measure.kind=gaussian --set buffer.init_margin=0.5), and a sampler with a Metropolis "
+        "correction (sampler = \"hmc\"); or sample with replica exchange from the buffer, which also gets the "
+        "weights of separated modes right (ebmkit sample RUN --start buffer --sampler replica_exchange --steps 1000)."
     )

@@ -1,4 +1,4 @@
-"""Tests of the built-in MCMC samplers: langevin, hmc, annealed_langevin.
+"""Tests of the built-in MCMC samplers: langevin, hmc, annealed_langevin, replica_exchange.
 
 Statistical tests use fixed keys and tolerances stated next to them (BlackJAX
 style). With N independent chains, the standard error of a mean is
@@ -21,7 +21,9 @@ from ebmkit.registry import get_spec
 from ebmkit.sampling import run_chain
 from ebmkit.types import Sampler
 
-NAMES = ("langevin", "hmc", "annealed_langevin")
+NAMES = ("langevin", "hmc", "annealed_langevin", "replica_exchange")
+#: Samplers with a Metropolis correction: a non-finite proposal is rejected.
+ADJUSTED = ("hmc", "replica_exchange")
 
 MU = jnp.array([1.0, -2.0])
 VAR = jnp.array([0.5, 2.0])
@@ -69,6 +71,8 @@ def run(sampler, x0, energy_fn, num_steps, seed=1, **tunables):
         # HMC is unbiased; trajectory length 1 avoids the near-periodic
         # resonance (cos(omega t) ~ -1) that makes fixed-length HMC mix slowly.
         ("hmc", {"step_size": 0.1, "num_integration_steps": 10}, 60),
+        # MALA moves are unbiased; 300 steps at acceptance ~0.9 mix N(MU, VAR).
+        ("replica_exchange", {"step_size": 0.1, "num_replicas": 3, "max_temperature": 4.0}, 300),
     ],
 )
 def test_gaussian_mean_and_variance(name, fields, num_steps):
@@ -175,10 +179,11 @@ def test_non_finite_flags_only_affected_chains(name):
     )
     np.testing.assert_array_equal(info.non_finite, bad)
     assert np.all(np.isfinite(new_state.position[~bad]))
-    if name == "hmc":
+    if name in ADJUSTED:
         # A rejected chain keeps its (finite) position; its energy stays NaN.
         np.testing.assert_array_equal(new_state.position[bad], x0[bad])
-        assert not np.any(np.asarray(info.is_accepted)[bad])
+        if name == "hmc":
+            assert not np.any(np.asarray(info.is_accepted)[bad])
     else:
         # Unadjusted Langevin carries the NaN gradient into the position.
         assert np.all(np.isnan(new_state.position[bad]))
@@ -344,6 +349,8 @@ def test_registry_build_and_run_on_images(name):
         ({"name": "hmc", "step_size": 0.0}, "step_size"),
         ({"name": "annealed_langevin", "schedule": "geometrc"}, "geometric"),
         ({"name": "annealed_langevin", "final_temperature": -1.0}, "final_temperature"),
+        ({"name": "replica_exchange", "num_replicas": 1}, "num_replicas"),
+        ({"name": "replica_exchange", "max_temperature": 1.0}, "max_temperature"),
     ],
 )
 def test_config_validation(table, field):
@@ -363,9 +370,52 @@ def test_config_validation_in_python_raises_value_error():
         {"name": "langevin", "step_size": 0.1, "noise_scale": 0.005, "grad_clip": 0.03, "clamp": [0, 1]},
         {"name": "hmc", "step_size": 0.05, "num_integration_steps": 3},
         {"name": "annealed_langevin", "schedule": "linear", "initial_temperature": 4.0},
+        {"name": "replica_exchange", "num_replicas": 4, "max_temperature": 10.0, "clamp": [-1, 1]},
     ],
 )
 def test_config_round_trip(table):
     config = structure(table, SamplerConfig)
     assert structure(unstructure(config), SamplerConfig) == config
     assert unstructure(config)["name"] == table["name"]
+
+
+# -- replica exchange ------------------------------------------------------------------
+
+
+def far_mixture_energy(x):
+    """0.3 N(-4, 0.5²) + 0.7 N(4, 0.5²) in x[0] (a barrier of 32 nats), N(0, 1) in x[1]."""
+    modes = jnp.log(MIX_WEIGHTS) - 0.5 * ((x[:, :1] - 4.0 * jnp.array([-1.0, 1.0])) / 0.5) ** 2
+    return -logsumexp(modes, axis=-1) + 0.5 * x[:, 1] ** 2
+
+
+def test_replica_exchange_gets_the_weights_of_separated_modes_right():
+    # Every chain starts in the light mode; no local sampler leaves it (32 nats).
+    # Hot replicas (T = 20: 1.6 nats) cross, and swaps bring the heavy mode down.
+    # 800 chains: SE of the weight 0.016; tolerance 0.06.
+    x0 = jnp.stack([jnp.full((800,), -4.0), jnp.zeros((800,))], axis=1)
+    sampler = make("replica_exchange", step_size=0.05, num_replicas=8, max_temperature=20.0)
+    x, summary = run(sampler, x0, far_mixture_energy, 1500, seed=4)
+    assert abs(float(jnp.mean(x[:, 0] > 0)) - 0.7) < 0.06
+    assert abs(float(jnp.var(x[:, 1])) - 1.0) < 0.15
+    assert 0.5 < float(summary.acceptance_rate.mean()) <= 1.0
+    # The local moves alone (Langevin at the same step) keep every chain where it started.
+    stuck, _ = run(make("langevin", step_size=0.05), x0, far_mixture_energy, 1500, seed=4)
+    assert float(jnp.mean(stuck[:, 0] > 0)) == 0.0
+
+
+def test_replica_exchange_swaps_and_ladder():
+    sampler = make("replica_exchange", num_replicas=4, max_temperature=8.0)
+    np.testing.assert_allclose(sampler.temperatures, [1.0, 2.0, 4.0, 8.0], rtol=1e-6)
+    x0 = jax.random.normal(jax.random.key(0), (64, 2))
+    state = sampler.init(x0, standard_energy)
+    assert state.ladder_position.shape == (4, 64, 2) and state.ladder_energy.shape == (4, 64)
+    kernel = jax.jit(sampler.kernel, static_argnums=2)
+    rates = []
+    for i in range(20):
+        state, info = kernel(jax.random.key(i), state, standard_energy)
+        rates.append(np.asarray(info.swap_rate))
+        # The T = 1 replica is what the state reports as the chains' position.
+        np.testing.assert_array_equal(state.position, state.ladder_position[0])
+        np.testing.assert_allclose(state.energy, standard_energy(state.position), rtol=1e-5)
+    assert int(state.parity) in (0, 1)
+    assert 0.2 < float(np.mean(rates)) < 1.0  # swaps happen, and not all of them
