@@ -131,6 +131,16 @@ def sample_command(
             line += (f" (the model's mass there: {report['tail_mass']:.1%}); total variation to the model's "
                      f"density {report['tv']:.3f} (exact draws: {report['tv_floor']:.3f})")
         click.echo(line)
+        from ebmkit.evaluate.long_run import ESCAPE_LIMIT, TV_MARGIN
+
+        drifting = report["escape_fraction"] > report.get("tail_mass", 0.0) + ESCAPE_LIMIT
+        if drifting or report.get("tv", 0.0) > report.get("tv_floor", 0.0) + TV_MARGIN:
+            click.echo(
+                "note: these samples do not match the model's density; chains that converge for it: "
+                f"ebmkit sample {run_dir} -n {num} --start buffer --sampler replica_exchange --steps 1000 "
+                "(docs/evaluation.md, the long-run check)",
+                err=True,
+            )
     picture = out_path.with_suffix(".png")
     if run.plot_samples(samples, picture):
         click.echo(f"wrote {picture}")

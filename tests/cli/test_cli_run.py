@@ -159,6 +159,28 @@ def test_sample_command_continues_the_buffer_and_reports_against_the_density(tra
         assert npz["samples"].shape == (200, 2)
 
 
+def test_sample_and_diagnose_with_another_sampler(trained, tmp_path):
+    out = tmp_path / "rx.npz"
+    result = invoke(
+        "sample", trained[0], "-n", 64, "--steps", 4, "--start", "buffer", "--sampler", "replica_exchange",
+        "--sampler-option", "num_replicas=3", "--out", out,
+    )
+    assert result.exit_code == 0, result.output
+    with np.load(out) as npz:
+        assert npz["samples"].shape == (64, 2) and np.isfinite(npz["samples"]).all()
+    assert "exact draws:" in result.output
+    # Mistakes name the option and what is wrong.
+    result = invoke("sample", trained[0], "-n", 4, "--sampler", "replica_exchang", "--out", out)
+    assert result.exit_code == 2 and "did you mean 'replica_exchange'" in result.output
+    result = invoke("sample", trained[0], "-n", 4, "--sampler", "replica_exchange", "--sampler-option",
+                    "num_replicas=1", "--out", out)
+    assert result.exit_code == 2 and "at least 2 replicas" in result.output
+    result = invoke("sample", trained[0], "-n", 4, "--sampler-option", "num_replicas=3", "--out", out)
+    assert result.exit_code == 2 and "needs --sampler" in result.output
+    result = invoke("diagnose", trained[0], "--sampler", "replica_exchange")
+    assert result.exit_code == 2 and "--long-run" in result.output
+
+
 def test_diagnose_long_run_prints_the_check(trained):
     result = invoke("diagnose", trained[0], "--long-run", "-n", 8, "--steps", 2)
     assert result.exit_code == 0, result.output
