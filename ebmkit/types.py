@@ -48,6 +48,7 @@ __all__ = [
     "Sampler",
     "Scheduled",
     "Adaptive",
+    "Equilibrating",
     "BufferState",
     "Buffer",
     "FreshStarts",
@@ -218,6 +219,18 @@ class Scheduled(Protocol):
 
     def schedule(self, step_index: Array, num_steps: int) -> Mapping[str, Any]:
         """``{tunable: value}`` for step ``step_index`` of a ``num_steps`` chain (traced)."""
+
+
+@runtime_checkable
+class Equilibrating(Protocol):
+    """A sampler whose chains carry auxiliary state that starts out of
+    equilibrium (e.g. the hot replicas of replica exchange, which start at
+    the chain's position): its kernel leaves the target invariant once that
+    state has equilibrated, which takes about ``equilibration_steps`` steps
+    on a target of unit scale. The conformance kit runs that many steps
+    before it checks invariance."""
+
+    equilibration_steps: int
 
 
 @runtime_checkable
