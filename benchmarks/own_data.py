@@ -35,6 +35,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 
 import numpy as np
 
+from benchmarks.quality import long_run_figures
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "file_banana.toml"
 TRAIN_ROWS = 20_000
@@ -78,7 +80,7 @@ class ShiftedMixture:
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         out = []
-        for w, m, c in zip(self.weights, self.means, self.covs):
+        for w, m, c in zip(self.weights, self.means, self.covs, strict=True):
             d = x - m
             inv = np.linalg.inv(c)
             quad = np.einsum("ni,ij,nj->n", d, inv, d)
@@ -96,12 +98,12 @@ SETS = {"banana": Banana(), "shifted_mixture": ShiftedMixture()}
 
 
 def run_one(name: str, seed: int, workdir: Path, *, long_run_steps: int = 1000, overrides: list[str] | None = None) -> dict:
+    from ebmkit_builtins.datasets.file import split_indices
+
     import ebmkit
     from ebmkit.components import build_dataset, data_context
-    from ebmkit.evaluate import grid_nll, long_run_check
-    from ebmkit.evaluate.long_run import sampler_for
+    from ebmkit.evaluate import grid_nll
     from ebmkit.training import Trainer
-    from ebmkit_builtins.datasets.file import split_indices
 
     truth = SETS[name]
     path = workdir / f"{name}.csv"
@@ -141,17 +143,7 @@ def run_one(name: str, seed: int, workdir: Path, *, long_run_steps: int = 1000, 
         "wall_s": wall,
     }
     if long_run_steps:
-        check = long_run_check(model, dataset, steps=(long_run_steps,), num_chains=20_000, seed=seed)
-        for r in check["runs"]:
-            for key in ("tv", "tv_floor", "escape_fraction"):
-                row[f"{r['start']}_{key}"] = r[key]
-        check = long_run_check(
-            model, dataset, steps=(long_run_steps,), num_chains=4_000, seed=seed,
-            sampler=sampler_for(model, "replica_exchange"), starts=("buffer",),
-        )
-        for r in check["runs"]:
-            for key in ("tv", "tv_floor", "escape_fraction"):
-                row[f"rx_{key}"] = r[key]
+        row.update(long_run_figures(model, dataset, long_run_steps, seed=seed))
     return row
 
 

@@ -68,25 +68,7 @@ def run_toy(
     result = Trainer(model, dataset, hooks=False).fit()
     wall = time.perf_counter() - start
     s = result.summary
-    long_run = {}
-    if long_run_steps:
-        from ebmkit.evaluate import long_run_check
-
-        from ebmkit.evaluate.long_run import sampler_for
-
-        check = long_run_check(model, dataset, steps=(long_run_steps,), num_chains=20_000, seed=seed)
-        for row in check["runs"]:
-            for key in ("tv", "tv_floor", "escape_fraction"):
-                long_run[f"{row['start']}_{key}"] = row[key]
-        # The convergent procedure `ebmkit sample --sampler replica_exchange` uses
-        # (8 replicas: 4,000 chains cost what 32,000 Langevin chains do).
-        check = long_run_check(
-            model, dataset, steps=(long_run_steps,), num_chains=4_000, seed=seed,
-            sampler=sampler_for(model, "replica_exchange"), starts=("buffer",),
-        )
-        for row in check["runs"]:
-            for key in ("tv", "tv_floor", "escape_fraction"):
-                long_run[f"rx_{key}"] = row[key]
+    long_run = long_run_figures(model, dataset, long_run_steps, seed=seed) if long_run_steps else {}
     return {
         "toy": name,
         "seed": seed,
@@ -103,6 +85,29 @@ def run_toy(
         "wall_s": wall,
         **long_run,
     }
+
+
+def long_run_figures(model, dataset, steps: int, *, seed: int = 0) -> dict:
+    """The long-run check's figures for the benchmark tables: ``{start}_tv``,
+    ``{start}_tv_floor`` and ``{start}_escape_fraction`` for the model's own
+    sampler from the buffer and from noise (20,000 chains), and ``rx_...`` for
+    replica exchange from the buffer (4,000 chains: 8 replicas cost what
+    32,000 Langevin chains do), each ``steps`` long."""
+    from ebmkit.evaluate import long_run_check
+    from ebmkit.evaluate.long_run import sampler_for
+
+    figures = {}
+    runs = [
+        ("", long_run_check(model, dataset, steps=(steps,), num_chains=20_000, seed=seed)),
+        # The convergent procedure `ebmkit sample --sampler replica_exchange` uses.
+        ("rx", long_run_check(model, dataset, steps=(steps,), num_chains=4_000, seed=seed,
+                              sampler=sampler_for(model, "replica_exchange"), starts=("buffer",))),
+    ]
+    for prefix, check in runs:
+        for row in check["runs"]:
+            for key in ("tv", "tv_floor", "escape_fraction"):
+                figures[f"{prefix or row['start']}_{key}"] = row[key]
+    return figures
 
 
 def _steps_for(config, seconds: float) -> int:

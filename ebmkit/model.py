@@ -28,7 +28,14 @@ from flax import nnx
 from ebmkit.components import build_component, build_dataset, check_fits, data_context
 from ebmkit.config import Config, load_config
 from ebmkit.data import batch_from, check_batch
-from ebmkit.nn import BoxBaseMeasure, GaussianBaseMeasure, data_statistics, energy_programs, graphdefs, split_energy
+from ebmkit.nn import (
+    BoxBaseMeasure,
+    GaussianBaseMeasure,
+    data_statistics,
+    energy_programs,
+    graphdefs,
+    split_energy,
+)
 from ebmkit.sampling import run_chain, tunables_for, warmup
 from ebmkit.training.optim import lr_schedule, make_optimizer
 from ebmkit.training.step import TrainState, jitted_train_step, make_train_step
@@ -232,9 +239,11 @@ def _with_box(energy: nnx.Module, config: Any, data: BuildContext, dataset_confi
             )
         low = bounds[0] if low is None else low
         high = bounds[1] if high is None else high
+    # One number (or a one-entry list) stands for every coordinate.
+    low, high = (np.asarray(v, np.float64) for v in (low, high))
+    low, high = (v.reshape(()) if v.size == 1 else v for v in (low, high))
     try:
-        low = np.broadcast_to(np.asarray(low, np.float64).reshape(-1) if np.size(low) > 1 else np.asarray(low, np.float64).reshape(()), shape)
-        high = np.broadcast_to(np.asarray(high, np.float64).reshape(-1) if np.size(high) > 1 else np.asarray(high, np.float64).reshape(()), shape)
+        low, high = np.broadcast_to(low, shape), np.broadcast_to(high, shape)
     except ValueError:
         raise ValueError(f"base_measure: low and high must broadcast to the event shape {shape}") from None
     if not np.all(low < high):

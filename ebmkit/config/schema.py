@@ -245,7 +245,7 @@ class BaseMeasureConfig(ConfigBase):
         if self.std is not None and not all(v > 0 for v in self.std):
             raise ValueError(f"std: every entry must be > 0, got {self.std}")
         if self.low is not None and self.high is not None and len(self.low) == len(self.high):
-            if not all(a < b for a, b in zip(self.low, self.high)):
+            if not all(a < b for a, b in zip(self.low, self.high, strict=True)):
                 raise ValueError(f"low, high: every low must be < its high, got {self.low} and {self.high}")
 
 

@@ -37,7 +37,6 @@ the model's structure, not parameters or state.
 
 from __future__ import annotations
 
-
 from collections.abc import Sequence
 from typing import Any
 
