@@ -532,3 +532,24 @@ def test_tail_check_tells_a_confined_energy_from_a_flat_one():
     assert all(report["rise"][r] > report["needed"][r] for r in report["rise"])
     out = evaluate_dataset(flat, Images())
     assert out == {"tails_confined": 0.0, "tail_shortfall": pytest.approx(tail_check(flat, Images())["shortfall"])}
+
+
+def test_long_run_check_tells_unmixed_short_runs_from_divergence(monkeypatch):
+    import ebmkit
+    from ebmkit.evaluate import long_run, long_run_check
+
+    model = ebmkit.assemble(
+        energy={"name": "mlp", "hidden_dims": [8]}, sampler={"name": "langevin", "num_steps": 2},
+        buffer={"name": "replay", "capacity": 64}, train={"batch_size": 32},
+    )
+    data = ebmkit.build_dataset(model.config.dataset)
+    # Short runs far from the density, the longest at the floor: not mixed yet, not diverging.
+    monkeypatch.setattr(long_run, "density_tv", lambda x, *a, **k: (0.5 if len(x) == 100 else 0.2, 0.2))
+    monkeypatch.setattr(long_run, "_chain_program", lambda g, s, n: lambda p, r, k, x0: (x0[: 100 if n < 50 else None] * 0, None))
+    report = long_run_check(model, data, steps=(10, 100), num_chains=256, starts=("noise",))
+    assert report["converges"]
+    assert report["verdict"].startswith("long-run samples match") and "not mixed yet" in report["verdict"]
+    # The same figures on the longest run: it diverges.
+    monkeypatch.setattr(long_run, "density_tv", lambda x, *a, **k: (0.5 if len(x) == 256 else 0.2, 0.2))
+    report = long_run_check(model, data, steps=(10, 100), num_chains=256, starts=("noise",))
+    assert not report["converges"] and "100 steps from noise" in report["verdict"]
