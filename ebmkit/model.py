@@ -195,12 +195,7 @@ def _with_base_measure(energy: nnx.Module, config: Any, data: BuildContext, data
     shape = tuple(data.event_shape)
     mean, std = config.mean, config.std
     if mean is None or std is None:
-        reference = data.reference
-        if reference is None and dataset_config is not None:
-            # Built without a data set: the config's own, when it fits.
-            dataset = _own_dataset(dataset_config, shape)
-            if dataset is not None:
-                reference = data_context(dataset).reference
+        reference = _statistics_context(data, dataset_config, "reference").reference
         if reference is None:
             raise ValueError(
                 "base_measure: the data's mean and std are unknown (the model was built without a data set); "
@@ -217,10 +212,13 @@ def _with_base_measure(energy: nnx.Module, config: Any, data: BuildContext, data
     return GaussianBaseMeasure(energy, mean=mean, std=std, scale=config.scale)
 
 
-def _own_dataset(dataset_config: Any, shape: tuple[int, ...]) -> Any:
-    """The config's data set when its events have ``shape``, else ``None``."""
+def _statistics_context(data: BuildContext, dataset_config: Any, field: str) -> BuildContext:
+    """``data``, or when it lacks ``field`` (built without a data set) the
+    context of the config's own data set, if its events have the same shape."""
+    if getattr(data, field) is not None or dataset_config is None:
+        return data
     dataset = build_dataset(dataset_config)
-    return dataset if tuple(dataset.event_shape) == shape else None
+    return data_context(dataset) if tuple(dataset.event_shape) == tuple(data.event_shape) else data
 
 
 def _with_box(energy: nnx.Module, config: Any, data: BuildContext, dataset_config: Any) -> nnx.Module:
@@ -228,10 +226,7 @@ def _with_box(energy: nnx.Module, config: Any, data: BuildContext, dataset_confi
     shape = tuple(data.event_shape)
     low, high = config.low, config.high
     if low is None or high is None:
-        bounds = data.bounds
-        if bounds is None and dataset_config is not None:
-            dataset = _own_dataset(dataset_config, shape)
-            bounds = getattr(dataset, "bounds", None) if dataset is not None else None
+        bounds = _statistics_context(data, dataset_config, "bounds").bounds
         if bounds is None:
             raise ValueError(
                 "base_measure: the data's box is unknown (the data set declares no bounds, or the model was built "
