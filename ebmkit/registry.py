@@ -542,6 +542,24 @@ class Registry:
             self._failed.clear()
 
 
+def parse_source(source: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse`` that survives CPython 3.11's shared AST recursion counter.
+
+    Before 3.11.8 the counter that the AST constructor checks is shared by all
+    threads, so a parse racing another thread's (orbax and asyncio keep worker
+    threads alive) can fail with ``SystemError: AST constructor recursion depth
+    mismatch`` although the source is fine. A retry parses it again; a source that
+    keeps failing still raises.
+    """
+    for attempt in range(4):
+        try:
+            return ast.parse(source, filename=filename)
+        except SystemError:
+            if attempt == 3:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _static_summary(target: str) -> str:
     """Read ``summary=`` of the ComponentSpec at ``target`` without importing it."""
     module, _, attr = target.partition(":")
@@ -561,8 +579,8 @@ def _static_summary(target: str) -> str:
         if found is None or not found.origin or not found.origin.endswith(".py"):
             return ""
         with open(found.origin, encoding="utf-8") as fh:
-            tree = ast.parse(fh.read())
-    except (OSError, SyntaxError, ValueError, ImportError):
+            tree = parse_source(fh.read(), found.origin)
+    except (OSError, SyntaxError, SystemError, ValueError, ImportError):
         return ""
     for node in tree.body:
         value = None

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from ebmkit.registry import parse_source
+
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "ebmkit"
 BUILTINS = ROOT / "plugins" / "ebmkit_builtins"
@@ -55,7 +57,7 @@ def _is_type_checking(node: ast.If) -> bool:
 
 def imports(path: Path, package: str) -> list[tuple[int, str, str | None]]:
     """``(line, module, name)`` for every import at run time (names for ``from``)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse_source(path.read_text(encoding="utf-8"), str(path))
     out: list[tuple[int, str, str | None]] = []
 
     def visit(node: ast.AST) -> None:

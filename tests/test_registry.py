@@ -27,7 +27,7 @@ from ebmkit.errors import (
     PluginLoadError,
     UnknownComponentError,
 )
-from ebmkit.registry import ComponentSpec
+from ebmkit.registry import ComponentSpec, parse_source
 
 ROOT = Path(__file__).resolve().parents[1]
 _counter = itertools.count()
@@ -427,7 +427,7 @@ def test_errors_never_subclass_key_error():
 
 
 def _imports_of(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = parse_source(path.read_text(encoding="utf-8"), str(path))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -494,3 +494,25 @@ def test_a_malformed_entry_points_file_breaks_only_its_distribution(tmp_path, mo
     result = CliRunner().invoke(cli, ["plugins"])
     assert result.exit_code == 0 and "langevin" in result.output
     registry.BROKEN_DISTRIBUTIONS.clear()
+
+
+def test_parse_source_retries_the_interpreter_s_spurious_ast_error(monkeypatch):
+    real = ast.parse
+    calls = []
+
+    def flaky(source, filename="<unknown>"):
+        calls.append(filename)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=1, after=2)")
+        return real(source, filename=filename)
+
+    monkeypatch.setattr(ast, "parse", flaky)
+    tree = parse_source("import ebmkit_builtins\n", "x.py")
+    assert isinstance(tree.body[0], ast.Import) and len(calls) == 2
+
+    def always(source, filename="<unknown>"):
+        raise SystemError("still broken")
+
+    monkeypatch.setattr(ast, "parse", always)
+    with pytest.raises(SystemError, match="still broken"):
+        parse_source("x = 1\n")
