@@ -305,8 +305,9 @@ class Shardable(Protocol):
 
 # -- losses ----------------------------------------------------------------------------
 
-#: The slots a loss may need besides the energy.
-LOSS_SLOTS = ("sampler", "buffer", "labels")
+#: What a loss may need besides the energy: a sampler, a buffer, labelled
+#: batches, an energy that takes a noise level as its condition.
+LOSS_SLOTS = ("sampler", "buffer", "labels", "noise_level")
 
 
 class LossContext(NamedTuple):

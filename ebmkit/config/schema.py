@@ -286,6 +286,17 @@ class Config(ConfigBase):
                         suggestion=f'set {slot} = "{DEFAULT_COMPONENTS[slot]}", or leave it out',
                     )
                 )
+        if "noise_level" in needs and getattr(self.energy, "condition", None) != "noise_level":
+            problems.append(
+                ConfigProblem(
+                    path="energy.condition",
+                    message=(
+                        f"loss {spec.name!r} feeds the energy a noise level as its condition, but energy "
+                        f"{spec_of(self.energy).name!r} is not built to take one"
+                    ),
+                    suggestion='set energy.condition = "noise_level" (mlp), or use one noise level',
+                )
+            )
         if problems:
             raise ConfigError(problems)
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ebmkit.config import EnergyConfig, config_class
-from ebmkit.config.validators import as_tuple, in_range, one_of, positive_ints
+from ebmkit.config.validators import as_tuple, in_range, one_of, positive, positive_ints
 from ebmkit.nn import (
     ACTIVATIONS,
     ModeViewMixin,
@@ -54,12 +54,20 @@ class MLPEnergyConfig(EnergyConfig):
         dropout_rate: dropout after each hidden activation, in ``[0, 1)``;
             active in train mode only.
         use_spectral_norm: spectrally normalise every Linear layer.
+        condition: ``"none"``, or ``"noise_level"``: the energy takes a noise
+            level ``y[B]`` (a standard deviation, as multi-scale ``dsm`` feeds
+            it), appended to the input as ``log y``.
+        noise_level: the level an unconditioned call means (evaluation,
+            sampling, plots) when ``condition = "noise_level"``; set it to the
+            loss's smallest ``sigma``.
     """
 
     hidden_dims: tuple[int, ...] = attrs.field(default=(128, 128), converter=as_tuple, validator=positive_ints)
     activation: str = attrs.field(default="silu", validator=one_of(tuple(ACTIVATIONS)))
     dropout_rate: float = attrs.field(default=0.0, validator=in_range(0, 1, high_open=True))
     use_spectral_norm: bool = False
+    condition: str = attrs.field(default="none", validator=one_of(("none", "noise_level")))
+    noise_level: float = attrs.field(default=0.1, validator=positive)
 
 
 class MLPEnergy(ModeViewMixin, nnx.Module):
@@ -71,7 +79,10 @@ class MLPEnergy(ModeViewMixin, nnx.Module):
         self.activation = config.activation
         sn = config.use_spectral_norm
         stream = dropout_stream(rngs) if config.dropout_rate > 0 else None
-        widths = (math.prod(self.event_shape), *config.hidden_dims)
+        self.condition = config.condition
+        self.noise_level = float(config.noise_level)
+        extra = 1 if config.condition == "noise_level" else 0
+        widths = (math.prod(self.event_shape) + extra, *config.hidden_dims)
         # Parameters, gradients and two Adam moments: refuse before allocating.
         check_fits_in_memory(
             sum(a * b + b for a, b in zip(widths, (*widths[1:], 1), strict=True)), "energy.hidden_dims", copies=4
@@ -86,10 +97,22 @@ class MLPEnergy(ModeViewMixin, nnx.Module):
         )
         self.head = dense(widths[-1], 1, spectral_norm=sn, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
         x = check_input(x, self.event_shape, "mlp")
         act = ACTIVATIONS[self.activation]
         h = x.reshape(x.shape[0], -1)
+        if self.condition == "noise_level":
+            level = jnp.full((x.shape[0],), self.noise_level, h.dtype) if y is None else jnp.asarray(y, h.dtype)
+            if level.shape != (x.shape[0],):
+                raise ValueError(
+                    f"mlp: the noise level must be one number per row, shape ({x.shape[0]},); got {level.shape}"
+                )
+            h = jnp.concatenate([h, jnp.log(level)[:, None]], axis=1)
+        elif y is not None:
+            raise ValueError(
+                "mlp: got a condition y but the network takes none; build it with "
+                'condition = "noise_level" for noise levels'
+            )
         for i, layer in enumerate(self.hidden):
             h = act(layer(h))
             if self.dropout is not None:
