@@ -39,8 +39,9 @@ def run_toy(
     seed: int = 0,
     overrides: list[str] | None = None,
     long_run_steps: int = 0,
+    recipes: Path | str = "examples",
 ) -> dict:
-    """Train ``examples/<name>.toml`` once and score it.
+    """Train ``<recipes>/<name>.toml`` once and score it.
 
     Args:
         name: a toy data set name.
@@ -51,13 +52,15 @@ def run_toy(
         long_run_steps: if set, run the long-run check with chains this long
             (20,000 chains from the buffer and from noise): total-variation
             distance to the model's density, its exact-draw floor, escapes.
+        recipes: the folder of the recipes, relative to the repository
+            (``examples/pcd`` for the contrastive-divergence ones).
     """
     import ebmkit
     from ebmkit.components import build_dataset, data_context
     from ebmkit.training import Trainer
 
     sets = [f"train.seed={seed}", "train.checkpoint_every=0", *(overrides or [])]
-    config = ebmkit.load_config(ROOT / "examples" / f"{name}.toml", overrides=sets)
+    config = ebmkit.load_config(ROOT / recipes / f"{name}.toml", overrides=sets)
     if seconds is not None:
         steps = _steps_for(config, seconds)
         if steps < config.train.steps:
@@ -90,19 +93,26 @@ def run_toy(
 def long_run_figures(model, dataset, steps: int, *, seed: int = 0) -> dict:
     """The long-run check's figures for the benchmark tables: ``{start}_tv``,
     ``{start}_tv_floor`` and ``{start}_escape_fraction`` for the model's own
-    sampler from the buffer and from noise (20,000 chains), and ``rx_...`` for
-    replica exchange from the buffer (4,000 chains: 8 replicas cost what
-    32,000 Langevin chains do), each ``steps`` long."""
+    sampler from the buffer and from noise (20,000 chains; from noise only
+    when the run has no buffer), and ``rx_...`` for replica exchange from the
+    buffer, or from noise without one (4,000 chains: 8 replicas cost what
+    32,000 Langevin chains do), each ``steps`` long. A model whose own sampler
+    is replica exchange gets that one run, as ``rx_...``."""
     from ebmkit.evaluate import long_run_check
     from ebmkit.evaluate.long_run import sampler_for
+    from ebmkit.registry import spec_of
 
+    has_buffer = model.config.buffer is not None
+    own_rx = spec_of(model.config.sampler).name == "replica_exchange"
+    rx_start = "buffer" if has_buffer else "noise"
     figures = {}
-    runs = [
-        ("", long_run_check(model, dataset, steps=(steps,), num_chains=20_000, seed=seed)),
-        # The convergent procedure `ebmkit sample --sampler replica_exchange` uses.
-        ("rx", long_run_check(model, dataset, steps=(steps,), num_chains=4_000, seed=seed,
-                              sampler=sampler_for(model, "replica_exchange"), starts=("buffer",))),
-    ]
+    runs = []
+    if not own_rx:
+        runs.append(("", long_run_check(model, dataset, steps=(steps,), num_chains=20_000, seed=seed,
+                                        starts=("buffer", "noise") if has_buffer else ("noise",))))
+    # The convergent procedure `ebmkit sample --sampler replica_exchange` uses.
+    runs.append(("rx", long_run_check(model, dataset, steps=(steps,), num_chains=4_000, seed=seed,
+                                      sampler=sampler_for(model, "replica_exchange"), starts=(rx_start,))))
     for prefix, check in runs:
         for row in check["runs"]:
             for key in ("tv", "tv_floor", "escape_fraction"):
@@ -185,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--seconds", type=float, default=None, help="cap training time per run")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--recipes", default="examples", help="folder of <toy>.toml recipes (e.g. examples/pcd)")
     parser.add_argument("--long-run", type=int, default=1000, help="long-run check chain length (0: skip)")
     parser.add_argument("--long-run-every-seed", dest="long_run_first_seed_only", action="store_false",
                         help="run the long-run check after every seed (default: the first seed only)")
@@ -194,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     for toy in args.toys.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             long_run = args.long_run if (seed == first_seed or not args.long_run_first_seed_only) else 0
-            row = run_toy(toy, args.seconds, seed=seed, overrides=args.overrides, long_run_steps=long_run)
+            row = run_toy(toy, args.seconds, seed=seed, overrides=args.overrides, long_run_steps=long_run,
+                          recipes=args.recipes)
             print(json.dumps(row), flush=True)
             rows.append(row)
     summary = summarise(rows)

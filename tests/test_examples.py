@@ -12,7 +12,7 @@ from ebmkit.components import build_dataset
 from ebmkit.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+EXAMPLES = sorted((ROOT / "examples").rglob("*.toml"))
 
 
 def test_there_is_an_example_for_every_built_in_dataset():
@@ -24,7 +24,7 @@ def test_there_is_an_example_for_every_built_in_dataset():
     assert built_in <= covered, f"no example for {sorted(built_in - covered)}"
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+@pytest.mark.parametrize("path", EXAMPLES, ids=[str(p.relative_to(ROOT / "examples").with_suffix("")) for p in EXAMPLES])
 def test_example_builds(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # example paths are relative to the repository root
     config = ebmkit.load_config(path)

@@ -9,8 +9,10 @@ the model is). So ``Z`` is the sum of three regions that tile the plane:
 1. the **box**: a fine ``n × n`` midpoint grid (plus the same sum on an
    ``n/2`` grid, whose difference estimates the quadrature error);
 2. the **band**: the same fine grid continued ``n/8`` cells beyond each edge
-   of the box (an eighth of its width), so that a steep wall at the box's
-   edge (``base_measure.kind = "box"``) is integrated as finely as the box;
+   of the box (an eighth of its width), the 16 cells nearest each edge split
+   8 times along the normal, so that a steep wall at the box's edge
+   (``base_measure.kind = "box"``), down to a tenth of a cell wide, is
+   integrated rather than sampled once where it is already steep;
 3. the **frame**: a coarse midpoint grid over the square of ``outer_factor``
    times the box's half-width around its centre, minus the band's square;
 4. the **far field**: radial shells from that square's inscribed circle out
@@ -105,16 +107,50 @@ def _box_log_z(energy_fn, low, high, n, chunk) -> tuple[float, float]:
     return log_z, float(p[ring].sum() / p.sum())
 
 
-def _band_log_z(energy_fn, low, high, n, extra, chunk) -> float:
-    """The box's fine grid continued ``extra`` cells beyond each edge, minus the box itself."""
+def _graded_widths(h: float, extra: int, near: int, refine: int) -> np.ndarray:
+    """Cell widths from an edge out to ``extra * h``: the ``near`` cells nearest
+    the edge split ``refine`` times, then cells of ``h``.
+
+    A midpoint grid that starts at the edge integrates a wall's smooth profile
+    almost exactly (it is the even extension's trapezoid rule) as long as its
+    cells are not much wider than the wall; where the cells widen, the rule
+    errs by about ``h² f′ / 24``, so the widening sits ``near`` cells out,
+    where a wall too thin for the coarse cells has decayed and a wider one is
+    smooth on their scale.
+    """
+    near = min(near, extra)
+    return np.concatenate([np.full(near * refine, h / refine), np.full(extra - near, h)])
+
+
+def _graded_axis(
+    low: float, high: float, n: int, extra: int, near: int, refine: int
+) -> tuple[np.ndarray, np.ndarray, slice]:
+    """Midpoints and widths of one axis of the band's grid, and the box's slice:
+    the box's ``n`` cells and, beyond each edge, ``extra`` cells' worth of
+    graded cells (:func:`_graded_widths`)."""
     h = (high - low) / n
-    band_low, band_high = low - extra * h, high + extra * h
-    m = n + 2 * extra
-    xx, yy = np.meshgrid(_midpoints(band_low[0], band_high[0], m), _midpoints(band_low[1], band_high[1], m), indexing="ij")
-    inside = np.zeros((m, m), bool)
-    inside[extra : extra + n, extra : extra + n] = True
+    widths_out = _graded_widths(h, extra, near, refine)
+    offsets = np.cumsum(widths_out) - widths_out / 2  # distance of each midpoint from the edge
+    points = np.concatenate([low - offsets[::-1], _midpoints(low, high, n), high + offsets])
+    widths = np.concatenate([widths_out[::-1], np.full(n, h), widths_out])
+    return points, widths, slice(len(offsets), len(offsets) + n)
+
+
+def _band_log_z(energy_fn, low, high, n, extra, chunk, near: int = 16, refine: int = 8) -> float:
+    """The band of ``extra`` cells of the box's grid beyond each edge, minus the box.
+
+    Along the normal, the ``near`` cells nearest the edge are split ``refine``
+    times (:func:`_graded_widths`), so that a wall much thinner than the box's
+    cells (checkerboard's are a tenth of one) is integrated rather than
+    sampled once where it is already steep.
+    """
+    (px, wx, bx), (py, wy, by) = (_graded_axis(low[i], high[i], n, extra, near, refine) for i in range(2))
+    xx, yy = np.meshgrid(px, py, indexing="ij")
+    weight = np.log(np.outer(wx, wy))
+    inside = np.zeros(xx.shape, bool)
+    inside[bx, by] = True
     pts = np.stack([xx[~inside], yy[~inside]], axis=1).astype(np.float32)
-    return _logsumexp(_neg_energy(energy_fn, pts, chunk, "just outside the box")) + math.log(h[0] * h[1])
+    return _logsumexp(_neg_energy(energy_fn, pts, chunk, "just outside the box") + weight[~inside])
 
 
 def _frame_log_z(energy_fn, centre, half, box_low, box_high, factor, cells, chunk) -> float:

@@ -85,6 +85,8 @@ class ProgressBar:
         info = f"loss {metrics.get('loss', math.nan):+.3f}"
         if "energy_gap" in metrics:
             info += f"  gap {metrics['energy_gap']:+.3f}"
+        if "accuracy" in metrics:  # a classifier's (nce: data vs noise)
+            info += f"  acc {metrics['accuracy']:.3f}"
         info += f"  {metrics.get('steps_per_s', math.nan):.0f} steps/s"
         self._p.update(self._task, completed=step, info=info)
 
@@ -96,8 +98,9 @@ class ProgressBar:
 
 
 class ProgressLines:
-    """A plain line per log interval on stderr (step, loss, energy gap where
-    the loss reports one, speed, time left): progress for logs and CI."""
+    """A plain line per log interval on stderr (step, loss, energy gap or
+    accuracy where the loss reports one, speed, time left): progress for logs
+    and CI."""
 
     def __init__(self, total: int, start: int, stream=None):
         import sys
@@ -119,6 +122,8 @@ class ProgressLines:
         text = f"step {step}/{self.total}  loss {metrics.get('loss', math.nan):+.4f}"
         if "energy_gap" in metrics:
             text += f"  gap {metrics['energy_gap']:+.4f}"
+        if "accuracy" in metrics:  # a classifier's (nce: data vs noise)
+            text += f"  acc {metrics['accuracy']:.3f}"
         rate = metrics.get("steps_per_s", math.nan)
         text += f"  {rate:.0f} steps/s"
         if rate and math.isfinite(rate) and rate > 0:

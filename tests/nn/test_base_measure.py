@@ -82,6 +82,13 @@ def test_box_walls_are_zero_inside_and_have_a_closed_form_normaliser():
     sides = [8.0 + 0.08 * per_width, 4.0 + 0.05 * per_width]
     assert result.log_z == pytest.approx(math.log(sides[0] * sides[1]), abs=1e-5)
     assert result.tail_mass == pytest.approx(1.0 - 32.0 / (sides[0] * sides[1]), rel=1e-4)
+    # A wall a tenth of the grid's cell wide (checkerboard's): a grid that
+    # sampled it once per cell would put its mass (1e-3) at 1e-13.
+    thin = BoxBaseMeasure(Flat(), low=-4.0, high=4.0, width=0.0016)
+    result = grid_nll(lambda p: np.asarray(thin(jnp.asarray(p))), np.zeros((1, 2)), bounds=(-4.0, 4.0), n=512)
+    side = 8.0 + 0.0016 * per_width
+    assert result.log_z == pytest.approx(math.log(side * side), abs=1e-6)
+    assert result.tail_mass == pytest.approx(1.0 - 64.0 / side**2, rel=1e-3)
     with pytest.raises(ValueError, match="low < high"):
         BoxBaseMeasure(Flat(), low=[1.0, 0.0], high=[0.0, 1.0], width=0.1)
     with pytest.raises(ValueError, match="width"):
