@@ -136,5 +136,14 @@ def test_own_data_benchmark_runs(capsys):
     row = json.loads(out.splitlines()[0])
     assert row["data"] == "banana" and row["steps"] == 6
     assert np.isfinite(row["kl_gap"]) and row["kl_gap"] > 0  # six steps of an 8-unit net are far from the truth
-    assert {"buffer_tv", "noise_tv", "rx_tv", "rx_tv_floor"} <= set(row)
+    # The recipe has no buffer and samples with replica exchange: one long run, from noise.
+    assert {"rx_tv", "rx_tv_floor", "rx_escape_fraction"} <= set(row) and "buffer_tv" not in row
     assert "| banana | 0 |" in out
+    # A PCD run with Langevin gets its own sampler from the buffer and from noise, and replica exchange.
+    own_data.main([
+        "--sets", "banana", "--long-run", "2", "--set", "train.steps=6", "--set", "train.log_every=3",
+        "--set", "energy.hidden_dims=[8]", "--set", "loss=pcd", "--set", "buffer=replay",
+        "--set", 'sampler={name="langevin", num_steps=2, step_size=0.005}',
+    ])
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert {"buffer_tv", "noise_tv", "rx_tv", "rx_tv_floor"} <= set(row)

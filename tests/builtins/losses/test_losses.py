@@ -249,3 +249,14 @@ def test_kl_term_trains_end_to_end(tmp_path):
     model = ebmkit.assemble(config)
     metrics = model.train_step(np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32))
     assert np.isfinite(float(metrics["kl"])) and np.isfinite(float(metrics["kl_entropy"]))
+
+
+def test_nce_built_without_a_data_set_draws_noise_from_the_config_s_own():
+    # The guide's path: EBM(config, event_shape=...) with no data context.
+    config = ebmkit.load_config(loss="nce", dataset="moons", energy={"name": "mlp", "hidden_dims": [8]})
+    model = ebmkit.EBM(config, event_shape=(2,), data_bounds=(-4.0, 4.0))
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    assert np.isfinite(float(model.train_step(x)["nce"]))
+    # Another event shape than the data set's: no reference, a clear error.
+    with pytest.raises(ebmkit.ConfigError, match="reference distribution"):
+        ebmkit.EBM(config, event_shape=(3,))
