@@ -5,7 +5,8 @@ Each loss trains the toy's shipped recipe (``examples/<toy>.toml``: its
 energy, walls, schedule and step count; its loss is ``ed``) with only the loss
 swapped, ``ebmkit train examples/<toy>.toml --set loss=<loss>``; ``pcd`` is
 the contrastive-divergence recipe ``examples/pcd/<toy>.toml`` as it ships
-(its sampler, buffer and walls), and ``dsm``/``ssm`` get SiLU where the
+(its sampler, buffer and walls) and ``cd`` the same with chains started at
+the data (``--set loss=cd --set buffer=none``), and ``dsm``/``ssm`` get SiLU where the
 recipe's activation is piecewise linear. Each run is scored like ``benchmarks.quality``: the full-plane KL gap
 (held-out NLL on 20,000 points of a fixed seed − the true entropy), the mass
 outside the box and the wall time. In the same process, the baseline a user
@@ -32,7 +33,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 from benchmarks.quality import TOYS, run_toy  # noqa: E402
 
-LOSSES = ("pcd", "dsm", "ssm", "nce", "ed")
+LOSSES = ("pcd", "cd", "dsm", "ssm", "nce", "ed")
 GMM_COMPONENTS = 128
 GMM_TRAIN = 50_000
 
@@ -67,9 +68,11 @@ def run_loss(toy: str, loss: str, seed: int, overrides: list[str]) -> dict:
     import ebmkit
     from benchmarks.quality import ROOT
 
-    if loss == "pcd":
-        row = run_toy(toy, seed=seed, overrides=list(overrides), recipes="examples/pcd")
-        return {"loss": loss, **row, "overrides": list(overrides)}
+    if loss in ("pcd", "cd"):
+        # The contrastive-divergence recipes; cd starts its chains at the data (no buffer).
+        sets = list(overrides) if loss == "pcd" else ["loss=cd", "buffer=none", *overrides]
+        row = run_toy(toy, seed=seed, overrides=sets, recipes="examples/pcd")
+        return {"loss": loss, **row, "overrides": sets}
     sets = [f"loss={loss}", *overrides]
     if loss in SCORE_LOSSES:
         recipe = ebmkit.load_config(ROOT / "examples" / f"{toy}.toml", overrides=sets)
