@@ -221,18 +221,6 @@ def _statistics_context(data: BuildContext, dataset_config: Any, field: str) -> 
     return data_context(dataset) if tuple(dataset.event_shape) == tuple(data.event_shape) else data
 
 
-def _own_reference(dataset_config: Any, event_shape: tuple[int, ...]) -> Any:
-    """The reference distribution of the config's own data set, or ``None``
-    when there is none or its events have another shape."""
-    if dataset_config is None:
-        return None
-    dataset = build_dataset(dataset_config)
-    reference = getattr(dataset, "reference", None)
-    if reference is None or tuple(dataset.event_shape) != tuple(event_shape):
-        return None
-    return reference()
-
-
 def _with_box(energy: nnx.Module, config: Any, data: BuildContext, dataset_config: Any) -> nnx.Module:
     """``energy`` plus walls at the data's box (``base_measure.kind = "box"``)."""
     shape = tuple(data.event_shape)
@@ -380,7 +368,9 @@ class EBM(nnx.Module):
             # the base measures do (computed only when asked).
             data = BuildContext(
                 event_shape=event_shape, bounds=data_bounds,
-                reference_factory=lambda: _own_reference(run_config.dataset, event_shape),
+                reference_factory=lambda: _statistics_context(
+                    BuildContext(event_shape=event_shape), run_config.dataset, "reference"
+                ).reference,
             )
         elif tuple(data.event_shape) != event_shape:
             raise ValueError(f"event_shape {event_shape} differs from the data's {tuple(data.event_shape)}")
