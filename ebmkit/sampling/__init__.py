@@ -1,7 +1,8 @@
 """Running MCMC chains, and the pieces every sampler plugin shares.
 
 * :func:`run_chain` / :func:`warmup`: K kernel steps in one ``lax.scan``
-  (one compiled program, no host sync), with schedules and adaptation.
+  (one compiled program, no host sync), with schedules and adaptation;
+  :func:`trace_chain` also records thinned draws for diagnostics.
 * :class:`BoundSampler`: a sampler's ``init`` + ``kernel`` bound to its config.
 * :func:`noise_key`: the fast, exact noise generator (:mod:`ebmkit.sampling.noise`).
 * :func:`per_chain_diagnostics`: ``grad_norm`` and ``non_finite`` per chain.
@@ -10,8 +11,10 @@
 from ebmkit.sampling.binder import BoundSampler
 from ebmkit.sampling.chain import (
     ChainSummary,
+    ChainTrace,
     per_row_energy_and_grad,
     run_chain,
+    trace_chain,
     tunables_for,
     warmup,
 )
@@ -22,6 +25,7 @@ __all__ = [
     "AUTO_MIN_SIZE",
     "BoundSampler",
     "ChainSummary",
+    "ChainTrace",
     "DEFAULT_PRNG",
     "PRNGS",
     "event_axes",
@@ -31,6 +35,7 @@ __all__ = [
     "per_row_energy_and_grad",
     "resolve_prng",
     "run_chain",
+    "trace_chain",
     "tunables_for",
     "warmup",
 ]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from ebmkit.types import Adaptive, Array, EnergyFn, PRNGKey, Scheduled
 
-__all__ = ["ChainSummary", "run_chain", "warmup", "per_row_energy_and_grad", "tunables_for"]
+__all__ = ["ChainSummary", "ChainTrace", "run_chain", "trace_chain", "warmup", "per_row_energy_and_grad", "tunables_for"]
 
 
 class ChainSummary(NamedTuple):
@@ -29,6 +29,10 @@ class ChainSummary(NamedTuple):
         final_energy: energy at the end of the chain.
         adaptation: the adaptive sampler's state after the chain (``None``
             for samplers that do not adapt).
+        num_grad_evals: gradient evaluations per chain over the chain (the
+            kernel's ``info.num_grad_evals`` summed, or one per step).
+        divergences: divergent transitions per chain, for samplers whose
+            info has ``is_divergent`` (``None`` otherwise).
     """
 
     acceptance_rate: Array
@@ -37,6 +41,8 @@ class ChainSummary(NamedTuple):
     initial_energy: Array
     final_energy: Array
     adaptation: Any = None
+    num_grad_evals: Any = None
+    divergences: Any = None
 
 
 def per_row_energy_and_grad(energy_fn: EnergyFn, x: Array) -> tuple[Array, Array]:
@@ -73,6 +79,119 @@ def tunables_for(sampler: Any, overrides: Mapping[str, Any] | None = None) -> di
     return out
 
 
+class ChainTrace(NamedTuple):
+    """Draws recorded along a chain (every ``thin``-th step).
+
+    Attributes:
+        position: ``[T, B, *event]``, the chains' positions after steps
+            ``thin, 2·thin, ..., num_steps``.
+        energy: ``[T, B]`` at those positions.
+        acceptance_rate: ``[T, B]``, the acceptance of the recorded steps.
+        thin: steps between recorded draws.
+    """
+
+    position: Array
+    energy: Array
+    acceptance_rate: Array
+    thin: int
+
+
+def _scan_chain(
+    rng_key: PRNGKey,
+    sampler: Any,
+    position: Array,
+    energy_fn: EnergyFn,
+    num_steps: int,
+    schedule: Callable[[Array], Mapping[str, Any]] | None,
+    adaptation: Any,
+    adapt: bool,
+    tunables: Mapping[str, Any],
+    thin: int | None,
+) -> tuple[Array, ChainSummary, ChainTrace | None]:
+    """The one loop behind :func:`run_chain` and :func:`trace_chain`."""
+    if schedule is None and isinstance(sampler, Scheduled):
+
+        def schedule(i: Array) -> Mapping[str, Any]:
+            return sampler.schedule(i, num_steps)
+
+    if adapt and adaptation is None:
+        if not isinstance(sampler, Adaptive):
+            raise TypeError(f"{type(sampler).__name__} does not adapt (it is not an ebmkit.types.Adaptive)")
+        adaptation = sampler.init_adaptation(position)
+
+    state = sampler.init(position, energy_fn)
+    initial_energy = state.energy
+    batch = position.shape[0]
+    zeros = jnp.zeros((batch,), jnp.float32)
+    divergence_reported = [False]
+
+    def step(carry, inputs):
+        state, adaptation, acc, gnorm, bad, grads, divergent = carry
+        i, key = inputs
+        kw = dict(tunables)
+        if adaptation is not None:
+            kw.update(sampler.adapted_tunables(adaptation))
+        if schedule is not None:
+            kw.update(schedule(i))
+        state, info = sampler.kernel(key, state, energy_fn, **kw)
+        if adapt:
+            adaptation = sampler.adapt(adaptation, info, i)
+        evals = getattr(info, "num_grad_evals", None)
+        evals = jnp.ones((batch,), jnp.float32) if evals is None else jnp.asarray(evals, jnp.float32)
+        flag = getattr(info, "is_divergent", None)
+        if flag is not None:
+            divergence_reported[0] = True
+            divergent = divergent + jnp.asarray(flag, jnp.float32)
+        out = (state.position, state.energy, info.acceptance_rate.astype(jnp.float32)) if thin else None
+        return (
+            state,
+            adaptation,
+            acc + info.acceptance_rate.astype(jnp.float32),
+            gnorm + info.grad_norm.astype(jnp.float32),
+            bad | info.non_finite,
+            grads + evals,
+            divergent,
+        ), out
+
+    trace = None
+    if num_steps > 0:
+        keys = jax.random.split(rng_key, num_steps)
+        carry = (state, adaptation, zeros, zeros, jnp.zeros((batch,), bool), zeros, zeros)
+        xs = (jnp.arange(num_steps), keys)
+        if thin:
+            if num_steps % thin:
+                raise ValueError(f"num_steps = {num_steps} is not a multiple of thin = {thin}")
+
+            def block(carry, xs_block):
+                carry, outs = jax.lax.scan(step, carry, xs_block)
+                return carry, jax.tree.map(lambda a: a[-1], outs)
+
+            blocks = jax.tree.map(lambda a: a.reshape((num_steps // thin, thin) + a.shape[1:]), xs)
+            carry, (pos, en, ac) = jax.lax.scan(block, carry, blocks)
+            trace = ChainTrace(position=pos, energy=en, acceptance_rate=ac, thin=int(thin))
+        else:
+            carry, _ = jax.lax.scan(step, carry, xs)
+        state, adaptation, acc, gnorm, bad, grads, divergent = carry
+        n = float(num_steps)
+        acc, gnorm = acc / n, gnorm / n
+    else:
+        acc, gnorm, grads, divergent = jnp.ones((batch,), jnp.float32), zeros, zeros, zeros
+        bad = ~jnp.isfinite(initial_energy)
+        if thin:
+            raise ValueError("trace_chain needs num_steps > 0")
+    summary = ChainSummary(
+        acceptance_rate=acc,
+        grad_norm=gnorm,
+        non_finite=bad | ~jnp.isfinite(state.energy),
+        initial_energy=initial_energy,
+        final_energy=state.energy,
+        adaptation=adaptation,
+        num_grad_evals=grads,
+        divergences=divergent if divergence_reported[0] else None,
+    )
+    return state.position, summary, trace
+
+
 def run_chain(
     rng_key: PRNGKey,
     sampler: Any,
@@ -107,61 +226,40 @@ def run_chain(
         The final positions and a :class:`ChainSummary` (its ``adaptation``
         holds the final adaptation state).
     """
-    if schedule is None and isinstance(sampler, Scheduled):
-
-        def schedule(i: Array) -> Mapping[str, Any]:
-            return sampler.schedule(i, num_steps)
-
-    if adapt and adaptation is None:
-        if not isinstance(sampler, Adaptive):
-            raise TypeError(f"{type(sampler).__name__} does not adapt (it is not an ebmkit.types.Adaptive)")
-        adaptation = sampler.init_adaptation(position)
-
-    state = sampler.init(position, energy_fn)
-    initial_energy = state.energy
-    batch = position.shape[0]
-    zeros = jnp.zeros((batch,), jnp.float32)
-
-    def step(carry, inputs):
-        state, adaptation, acc, gnorm, bad = carry
-        i, key = inputs
-        kw = dict(tunables)
-        if adaptation is not None:
-            kw.update(sampler.adapted_tunables(adaptation))
-        if schedule is not None:
-            kw.update(schedule(i))
-        state, info = sampler.kernel(key, state, energy_fn, **kw)
-        if adapt:
-            adaptation = sampler.adapt(adaptation, info, i)
-        return (
-            state,
-            adaptation,
-            acc + info.acceptance_rate.astype(jnp.float32),
-            gnorm + info.grad_norm.astype(jnp.float32),
-            bad | info.non_finite,
-        ), None
-
-    if num_steps > 0:
-        keys = jax.random.split(rng_key, num_steps)
-        (state, adaptation, acc, gnorm, bad), _ = jax.lax.scan(
-            step,
-            (state, adaptation, zeros, zeros, jnp.zeros((batch,), bool)),
-            (jnp.arange(num_steps), keys),
-        )
-        n = float(num_steps)
-        acc, gnorm = acc / n, gnorm / n
-    else:
-        acc, gnorm = jnp.ones((batch,), jnp.float32), zeros
-        bad = ~jnp.isfinite(initial_energy)
-    summary = ChainSummary(
-        acceptance_rate=acc,
-        grad_norm=gnorm,
-        non_finite=bad | ~jnp.isfinite(state.energy),
-        initial_energy=initial_energy,
-        final_energy=state.energy,
-        adaptation=adaptation,
+    x, summary, _ = _scan_chain(
+        rng_key, sampler, position, energy_fn, num_steps, schedule, adaptation, adapt, tunables, None
     )
-    return state.position, summary
+    return x, summary
+
+
+def trace_chain(
+    rng_key: PRNGKey,
+    sampler: Any,
+    position: Array,
+    energy_fn: EnergyFn,
+    num_steps: int,
+    *,
+    thin: int = 1,
+    schedule: Callable[[Array], Mapping[str, Any]] | None = None,
+    adaptation: Any = None,
+    adapt: bool = False,
+    **tunables: Any,
+) -> tuple[Array, ChainSummary, ChainTrace]:
+    """:func:`run_chain` that also records every ``thin``-th draw, in the same
+    compiled program (the draws stay on the device; ``num_steps / thin`` of
+    them, so mind the memory for large events).
+
+    Returns:
+        The final positions, the :class:`ChainSummary` and a :class:`ChainTrace`.
+
+    Raises:
+        ValueError: ``thin`` is not positive or does not divide ``num_steps``.
+    """
+    if int(thin) < 1:
+        raise ValueError(f"thin must be a positive integer, got {thin}")
+    return _scan_chain(
+        rng_key, sampler, position, energy_fn, num_steps, schedule, adaptation, adapt, tunables, int(thin)
+    )
 
 
 def warmup(

@@ -1,4 +1,4 @@
-"""Tests of the built-in MCMC samplers: langevin, hmc, annealed_langevin, replica_exchange.
+"""Tests of the built-in MCMC samplers: langevin, hmc, mala, annealed_langevin, replica_exchange.
 
 Statistical tests use fixed keys and tolerances stated next to them (BlackJAX
 style). With N independent chains, the standard error of a mean is
@@ -21,9 +21,9 @@ from ebmkit.registry import get_spec
 from ebmkit.sampling import run_chain
 from ebmkit.types import Sampler
 
-NAMES = ("langevin", "hmc", "annealed_langevin", "replica_exchange")
+NAMES = ("langevin", "hmc", "mala", "annealed_langevin", "replica_exchange")
 #: Samplers with a Metropolis correction: a non-finite proposal is rejected.
-ADJUSTED = ("hmc", "replica_exchange")
+ADJUSTED = ("hmc", "mala", "replica_exchange")
 
 MU = jnp.array([1.0, -2.0])
 VAR = jnp.array([0.5, 2.0])
@@ -72,6 +72,7 @@ def run(sampler, x0, energy_fn, num_steps, seed=1, **tunables):
         # resonance (cos(omega t) ~ -1) that makes fixed-length HMC mix slowly.
         ("hmc", {"step_size": 0.1, "num_integration_steps": 10}, 60),
         # MALA moves are unbiased; 300 steps at acceptance ~0.9 mix N(MU, VAR).
+        ("mala", {"step_size": 0.1, "warmup_steps": 0}, 300),
         ("replica_exchange", {"step_size": 0.1, "num_replicas": 3, "max_temperature": 4.0}, 300),
     ],
 )

@@ -1,0 +1,142 @@
+"""Chain diagnostics: effective sample size, split-R̂, autocorrelation.
+
+From recorded draws ``[T, B, *event]`` (``T`` draws of ``B`` chains, e.g.
+:func:`ebmkit.sampling.trace_chain`'s ``ChainTrace``):
+
+* **bulk ESS** (rank-normalised split-chain ESS) and **tail ESS** (the ESS of
+  the 5 % and 95 % quantile indicators), the modern estimators that stay
+  honest on heavy tails and chains that disagree;
+* **split-R̂** (rank-normalised and folded): far above 1.01 means the chains
+  have not mixed (stuck in different modes, or still moving);
+* the **autocorrelation** function, averaged over chains and coordinates;
+* ESS **per second** and **per gradient evaluation** when the cost is given.
+
+The estimators are BlackJAX's (``blackjax.diagnostics``), applied to each
+coordinate of the draws (at most ``max_coordinates`` of them, evenly spaced
+through the flattened event, for images), to the squared coordinates (which
+report how well variances are estimated), and to the energy when given.
+Summaries take the worst coordinate: the smallest ESS, the largest R̂.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from blackjax import diagnostics as bjd
+
+__all__ = ["autocorrelation", "chain_diagnostics", "coordinates"]
+
+
+def coordinates(draws: Any, max_coordinates: int = 32) -> np.ndarray:
+    """``draws[T, B, *event]`` as ``[T, B, D]`` with at most ``max_coordinates``
+    coordinates, evenly spaced through the flattened event."""
+    x = np.asarray(draws, np.float64)
+    if x.ndim < 2:
+        raise ValueError(f"draws must be [T, B, *event] (draws, chains, event); got shape {x.shape}")
+    x = x.reshape(x.shape[0], x.shape[1], -1)
+    dim = x.shape[2]
+    if dim > max_coordinates:
+        x = x[:, :, np.linspace(0, dim - 1, max_coordinates).round().astype(int)]
+    return x
+
+
+def autocorrelation(x: Any, max_lag: int = 50) -> np.ndarray:
+    """Autocorrelation at lags ``0..max_lag`` of ``x[T, B, D]`` (or ``[T, B]``),
+    each chain and coordinate centred on its own mean, averaged over both."""
+    x = np.asarray(x, np.float64)
+    if x.ndim == 2:
+        x = x[..., None]
+    n = x.shape[0]
+    x = x - x.mean(axis=0, keepdims=True)
+    size = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(x, n=size, axis=0)
+    acov = np.fft.irfft(f * np.conj(f), n=size, axis=0)[: min(max_lag, n - 1) + 1]
+    var = acov[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = acov / var
+    rho = np.where(var > 0, rho, np.nan).reshape(rho.shape[0], -1)
+    # A constant series has no autocorrelation: NaN, without numpy's warning.
+    count = np.sum(np.isfinite(rho), axis=1)
+    total = np.nansum(rho, axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _ess_rhat(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bulk ESS, tail ESS and split-R̂ per coordinate of ``x[T, B, D]``."""
+    bulk = np.asarray(bjd.ess_bulk(x, chain_axis=1, sample_axis=0))
+    tail = np.asarray(bjd.ess_tail(x, chain_axis=1, sample_axis=0))
+    rhat = np.asarray(bjd.rhat(x, chain_axis=1, sample_axis=0))
+    return bulk, tail, rhat
+
+
+def chain_diagnostics(
+    draws: Any,
+    *,
+    energy: Any = None,
+    acceptance_rate: Any = None,
+    num_grad_evals: float | None = None,
+    seconds: float | None = None,
+    max_coordinates: int = 32,
+    max_lag: int = 50,
+) -> dict[str, Any]:
+    """ESS, R̂ and autocorrelation of recorded draws.
+
+    Args:
+        draws: ``[T, B, *event]``, ``T ≥ 4`` draws of ``B ≥ 2`` chains (R̂ needs
+            several chains; ESS works with one).
+        energy: optional ``[T, B]`` energies of the draws.
+        acceptance_rate: optional ``[T, B]`` (or any shape) acceptance rates.
+        num_grad_evals: gradient evaluations all chains spent producing the
+            draws (adds ``ess_per_1000_grads``).
+        seconds: wall time spent producing them (adds ``ess_per_second``).
+        max_coordinates: coordinates examined for large events.
+        max_lag: the autocorrelation's last lag.
+
+    Returns:
+        A dict: ``ess_bulk``, ``ess_tail`` (the smallest over coordinates,
+        total over chains), ``ess_bulk_sq`` (of the squared coordinates),
+        ``rhat`` (the largest), ``ess_bulk_energy`` and ``rhat_energy`` with
+        ``energy``; ``acceptance_rate``; ``ess_per_1000_grads`` and
+        ``ess_per_second`` (from the smallest bulk ESS) when the cost is given;
+        ``autocorrelation`` (an array over lags) and the per-coordinate arrays
+        ``ess_bulk_per_coordinate`` and ``rhat_per_coordinate``.
+
+    Raises:
+        ValueError: too few draws or chains, or non-finite draws.
+    """
+    x = coordinates(draws, max_coordinates)
+    num_draws, num_chains = x.shape[:2]
+    if num_draws < 4:
+        raise ValueError(f"chain diagnostics need at least 4 draws per chain, got {num_draws}")
+    if num_chains < 2:
+        raise ValueError(f"R̂ needs at least 2 chains, got {num_chains}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("the draws hold NaN or infinite values: the chains diverged; diagnostics would be meaningless")
+    bulk, tail, rhat = _ess_rhat(x)
+    bulk_sq = np.asarray(bjd.ess_bulk(np.square(x - x.mean(axis=(0, 1))), chain_axis=1, sample_axis=0))
+    out: dict[str, Any] = {
+        "num_draws": int(num_draws),
+        "num_chains": int(num_chains),
+        "ess_bulk": float(np.min(bulk)),
+        "ess_tail": float(np.min(tail)),
+        "ess_bulk_sq": float(np.min(bulk_sq)),
+        "rhat": float(np.max(rhat)),
+    }
+    if energy is not None:
+        e = np.asarray(energy, np.float64)
+        if e.shape != (num_draws, num_chains):
+            raise ValueError(f"energy must be [T, B] = {(num_draws, num_chains)}, got {e.shape}")
+        e_bulk, _, e_rhat = _ess_rhat(e[..., None])
+        out["ess_bulk_energy"] = float(np.ravel(e_bulk)[0])
+        out["rhat_energy"] = float(np.ravel(e_rhat)[0])
+    if acceptance_rate is not None:
+        out["acceptance_rate"] = float(np.mean(np.asarray(acceptance_rate)))
+    if num_grad_evals is not None and num_grad_evals > 0:
+        out["ess_per_1000_grads"] = 1000.0 * out["ess_bulk"] / float(num_grad_evals)
+    if seconds is not None and seconds > 0:
+        out["ess_per_second"] = out["ess_bulk"] / float(seconds)
+    out["autocorrelation"] = autocorrelation(x, max_lag)
+    out["ess_bulk_per_coordinate"] = bulk
+    out["rhat_per_coordinate"] = rhat
+    return out
