@@ -69,11 +69,14 @@ def _open_run(run_dir: str):  # noqa: ANN202 - ebmkit.run.Run, imported lazily
               help="The .npz file to write; a .png picture goes next to it.")
 @click.option("--start", type=click.Choice(["noise", "buffer"]), default="noise", show_default=True,
               help="Start the chains from fresh noise, or continue the replay buffer's persistent chains.")
+@click.option("--diagnostics", is_flag=True,
+              help="Record the chains and print their effective sample size, split R-hat, acceptance and "
+                   "cost (the second half of the steps).")
 @_SAMPLER
 @_SAMPLER_OPTION
 def sample_command(
     run_dir: str, num: int, steps: int | None, seed: int, out: str, start: str, sampler: str | None,
-    sampler_options: tuple[str, ...],
+    sampler_options: tuple[str, ...], diagnostics: bool,
 ) -> None:
     """Draw N samples from the latest checkpoint of RUN_DIR.
 
@@ -89,6 +92,11 @@ def sample_command(
     Metropolis-adjusted moves, which gets the weights of separated modes right
     (its step size defaults to the model's sampler's; --sampler-option
     num_replicas=12 and the like set its other fields).
+
+    --diagnostics records the chains and prints how well they mix: bulk and
+    tail effective sample size and split R-hat over the second half of the
+    steps, the acceptance rate, and ESS per 1,000 gradient evaluations and
+    per second.
     """
     from pathlib import Path
 
@@ -103,7 +111,8 @@ def sample_command(
     if run.model.sampler is None and other is None:
         raise click.UsageError("this run's model has no sampler (its loss needs none); set one in the config "
                                "or pass --sampler")
-    if start == "buffer" or other is not None:
+    chains = None
+    if start == "buffer" or other is not None or diagnostics:
         import jax
 
         from ebmkit.evaluate.long_run import continue_chains
@@ -115,13 +124,25 @@ def sample_command(
         else:
             x0 = run.model.fresh_starts.fresh(jax.random.key(seed + 1), num)
         length = steps if steps is not None else (other or run.model.sampler).num_steps
-        samples = continue_chains(run.model, x0, length, seed=seed, sampler=other)
+        if diagnostics:
+            from ebmkit.evaluate.chains import sampler_diagnostics
+
+            try:
+                samples, chains = sampler_diagnostics(run.model, num_chains=num, num_steps=length, seed=seed,
+                                                      sampler=other, x0=x0)
+            except ValueError as exc:
+                raise click.UsageError(f"--diagnostics: {exc}") from None
+        else:
+            samples = continue_chains(run.model, x0, length, seed=seed, sampler=other)
     else:
         samples = run.generate(num, n_steps=steps, seed=seed)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with open(out_path, "wb") as fh:  # a file object: numpy must not rename the file
         np.savez(fh, samples=samples, step=np.int64(run.step), seed=np.int64(seed))
     click.echo(f"wrote {out_path} ({len(samples)} samples of shape {list(samples.shape[1:])}, step {run.step})")
+    if chains is not None:
+        rows = [(k, _number(v)) for k, v in chains.items()]
+        click.echo(_table(rows, ["chain statistic", "value"]))
     from ebmkit.evaluate.long_run import sample_report
 
     report = sample_report(run.model, run.dataset, samples, seed=seed)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from blackjax import diagnostics as bjd
 
-__all__ = ["autocorrelation", "chain_diagnostics", "coordinates"]
+__all__ = ["autocorrelation", "chain_diagnostics", "coordinates", "sampler_diagnostics"]
 
 
 def coordinates(draws: Any, max_coordinates: int = 32) -> np.ndarray:
@@ -140,3 +140,87 @@ def chain_diagnostics(
     out["ess_bulk_per_coordinate"] = bulk
     out["rhat_per_coordinate"] = rhat
     return out
+
+
+def sampler_diagnostics(
+    model: Any,
+    *,
+    num_chains: int = 64,
+    num_steps: int = 200,
+    seed: Any = 0,
+    sampler: Any = None,
+    x0: Any = None,
+    burn_in: float = 0.5,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run the model's sampler (or ``sampler``) and diagnose its chains.
+
+    ``seed`` is an int or a ``jax.random.key``. ``num_chains`` chains start from the model's fresh starts (or ``x0``); an
+    adaptive sampler first runs its adaptation phase; then ``num_steps`` steps
+    are recorded in one compiled program, the first ``burn_in`` fraction is
+    dropped, and :func:`chain_diagnostics` judges the rest. The cost figures
+    count the recorded steps after ``burn_in`` (compilation excluded).
+
+    Returns:
+        The final positions ``[num_chains, *event]`` and the report:
+        :func:`chain_diagnostics`'s scalars (``ess_bulk``, ``ess_tail``,
+        ``ess_bulk_sq``, ``rhat``, ``ess_bulk_energy``, ``rhat_energy``,
+        ``acceptance_rate``, ``ess_per_1000_grads``, ``ess_per_second``), the
+        chain settings, ``divergences`` for samplers that report them and
+        ``autocorrelation_lag1``.
+    """
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ebmkit.evaluate.long_run import _eval_variables
+    from ebmkit.nn.eval import graphdefs
+    from ebmkit.sampling import trace_chain, warmup
+    from ebmkit.types import Adaptive
+
+    sampler = model.sampler if sampler is None else sampler
+    if sampler is None:
+        raise ValueError("the model has no sampler to diagnose; pass one (e.g. ebmkit.evaluate.long_run.sampler_for)")
+    if num_steps < 8:
+        raise ValueError(f"chain diagnostics need num_steps >= 8 (4 draws after burn-in), got {num_steps}")
+    _, eval_graphdef = graphdefs(model.energy_net)
+    params, rest = _eval_variables(model)
+    key = jax.random.key(seed) if isinstance(seed, int) else seed
+    start_key, chain_key = jax.random.split(key)
+    if x0 is None:
+        x0 = model.fresh_starts.fresh(start_key, num_chains)
+    x0 = jnp.asarray(x0, jnp.float32)
+
+    def run(params: Any, rest: Any, rng_key: Any, x: Any) -> Any:
+        def energy_fn(v: Any) -> Any:
+            return nnx.merge(eval_graphdef, params, rest)(v)
+
+        adaptation = None
+        if isinstance(sampler, Adaptive):
+            warm_key, rng_key = jax.random.split(rng_key)
+            x, adaptation = warmup(warm_key, sampler, x, energy_fn, **dict(sampler.tunables))
+        return trace_chain(rng_key, sampler, x, energy_fn, num_steps, adaptation=adaptation, **dict(sampler.tunables))
+
+    compiled = jax.jit(run).lower(params, rest, chain_key, x0).compile()
+    start = time.perf_counter()
+    x, summary, trace = compiled(params, rest, chain_key, x0)
+    jax.block_until_ready(x)
+    seconds = time.perf_counter() - start
+    skip = int(num_steps * burn_in)
+    kept = num_steps - skip
+    grads = float(np.sum(np.asarray(summary.num_grad_evals))) * kept / num_steps
+    report = chain_diagnostics(
+        np.asarray(trace.position[skip:]),
+        energy=np.asarray(trace.energy[skip:]),
+        acceptance_rate=np.asarray(trace.acceptance_rate[skip:]),
+        num_grad_evals=grads,
+        seconds=seconds * kept / num_steps,
+    )
+    scalars = {k: v for k, v in report.items() if not isinstance(v, np.ndarray)}
+    scalars["autocorrelation_lag1"] = float(report["autocorrelation"][1])
+    if summary.divergences is not None:
+        scalars["divergences"] = float(np.sum(np.asarray(summary.divergences)))
+    scalars["chain_steps"] = int(num_steps)
+    scalars["burn_in_steps"] = skip
+    return np.asarray(x), scalars

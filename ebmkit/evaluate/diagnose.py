@@ -19,6 +19,7 @@ def diagnose(
     n_samples: int = 16,
     n_steps: int = 100,
     rng_key: Any = None,
+    chain_statistics: bool = True,
 ) -> dict[str, float]:
     """The guide's health check of an EBM.
 
@@ -34,7 +35,12 @@ def diagnose(
         ``energy_gap`` (fake − real, should be > 0), ``mcmc_decrease`` (mean
         energy drop along the chains, should be > 0), ``sample_min``,
         ``sample_max`` and ``non_finite_fraction`` of the chains; for a model
-        with a replay buffer, ``buffer_usage`` (filled fraction). What does not
+        with a replay buffer, ``buffer_usage`` (filled fraction). With
+        ``chain_statistics`` (and ``n_steps >= 8``, ``n_samples >= 2``), the
+        chains' mixing from :func:`ebmkit.evaluate.chains.sampler_diagnostics`
+        on the second half of ``n_steps`` recorded steps: ``ess_bulk``,
+        ``ess_tail``, ``rhat``, ``ess_per_1000_grads``, ``ess_per_second``
+        (and ``divergences`` for samplers that report them). What does not
         apply to the model's components is left out.
     """
     real = batch_from(batch)
@@ -57,4 +63,14 @@ def diagnose(
         sample_max=float(jnp.max(samples)),
         non_finite_fraction=float(jnp.mean(info.non_finite)),
     )
+    if chain_statistics and n_steps >= 8 and n_samples >= 2:
+        import jax
+
+        from ebmkit.evaluate.chains import sampler_diagnostics
+
+        key = jax.random.fold_in(rng_key if rng_key is not None else jax.random.key(0), 0x455353)  # "ESS"
+        _, chains = sampler_diagnostics(model, num_chains=n_samples, num_steps=n_steps, seed=key)
+        for name in ("ess_bulk", "ess_tail", "rhat", "ess_per_1000_grads", "ess_per_second", "divergences"):
+            if name in chains:
+                report[name] = chains[name]
     return report

@@ -181,6 +181,20 @@ def test_sample_and_diagnose_with_another_sampler(trained, tmp_path):
     assert result.exit_code == 2 and "--long-run" in result.output
 
 
+def test_sample_diagnostics_prints_ess_and_rhat(trained, tmp_path):
+    out = tmp_path / "d.npz"
+    result = invoke("sample", trained[0], "-n", 16, "--steps", 20, "--sampler", "mala",
+                    "--sampler-option", "warmup_steps=10", "--diagnostics", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines() if line.split()}
+    assert float(rows["ess_bulk"]) > 0 and float(rows["rhat"]) > 0.9 and 0 < float(rows["acceptance_rate"]) <= 1
+    assert rows["chain_steps"] == "20" and rows["burn_in_steps"] == "10"
+    with np.load(out) as npz:
+        assert npz["samples"].shape == (16, 2)
+    result = invoke("sample", trained[0], "-n", 16, "--steps", 4, "--diagnostics", "--out", out)
+    assert result.exit_code == 2 and "num_steps >= 8" in result.output
+
+
 def test_diagnose_long_run_prints_the_check(trained):
     result = invoke("diagnose", trained[0], "--long-run", "-n", 8, "--steps", 2)
     assert result.exit_code == 0, result.output
@@ -197,19 +211,23 @@ def test_sample_command_needs_an_npz_name(trained, tmp_path):
 
 def test_evaluate_command_json_and_table(trained):
     run_dir = trained[0]
-    result = invoke("evaluate", run_dir, "--json", "--steps", 5)
+    result = invoke("evaluate", run_dir, "--json", "--steps", 16)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["step"] == 20
     assert {"nll", "log_z", "kl_gap", "entropy"} <= set(report["evaluation"])
     assert np.isfinite(report["evaluation"]["nll"])
     assert {"energy_gap", "mcmc_decrease", "buffer_usage", "sample_min", "sample_max"} <= set(report["diagnostics"])
+    # The chains' mixing: 64 chains x 8 recorded steps.
+    chains = report["diagnostics"]
+    assert 0 < chains["ess_bulk"] <= 64 * 8 * 1.5 and chains["rhat"] > 0.9 and chains["ess_per_1000_grads"] > 0
     assert json.loads((run_dir / "evaluation.json").read_text(encoding="utf-8")) == report
 
-    table = invoke("evaluate", run_dir, "--steps", 5)
+    table = invoke("evaluate", run_dir, "--steps", 16)
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
     assert lines[0] == f"{run_dir} at step 20"
+    assert any(line.split()[:1] == ["rhat"] for line in lines) and any(line.split()[:1] == ["ess_bulk"] for line in lines)
     assert any(line.split()[:1] == ["nll"] and line.split()[-1] == "evaluation" for line in lines)
     assert any(line.split()[:1] == ["energy_gap"] and line.split()[-1] == "diagnostics" for line in lines)
 
