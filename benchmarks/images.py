@@ -98,7 +98,6 @@ def run_images(
     """Train ``examples/<name>_deep.toml`` and score fresh chains along the way."""
     import jax
     import jax.numpy as jnp
-    from flax import nnx
 
     import ebmkit
     from ebmkit.components import build_dataset
@@ -124,20 +123,28 @@ def run_images(
     clock = {"start": None, "eval": 0.0}
     samples: dict[str, np.ndarray] = {}
 
+    def score(x: np.ndarray) -> dict[str, float]:
+        if not np.all(np.isfinite(x)):
+            return {"fd": float("nan"), "h_y": float("nan"), "nn": float("nan")}
+        return {
+            "fd": frechet_distance_from_features(classifier_features(x, classifier), reference),
+            "h_y": label_entropy(x, classifier),
+            "nn": nearest_neighbour_distance(x, dataset.train),
+        }
+
     def evaluate(trainer: Trainer) -> dict[str, float]:
         t0 = time.perf_counter()
-        # The trainer's current parameters into the model (copies: the
-        # trainer's step donates its state), then brand-new chains from noise.
-        nnx.update(model.energy_net, *jax.tree.map(jnp.copy, (trainer.state.energy_params, trainer.state.energy_state)))
+        # The trainer's current state into the model (copies: the trainer's
+        # step donates its state), then brand-new chains from noise, on the
+        # parameters the model evaluates with (the EMA with train.ema_decay).
+        model.load_train_state(jax.tree.map(jnp.copy, trainer.placement.to_local(trainer.state)))
         x = np.asarray(model.generate(n_samples, n_steps=k, rng_key=jax.random.key(12345)))
-        scores = {"fd": float("nan"), "h_y": float("nan"), "nn": float("nan")}  # non-finite samples
-        if np.all(np.isfinite(x)):
-            scores = {
-                "fd": frechet_distance_from_features(classifier_features(x, classifier), reference),
-                "h_y": label_entropy(x, classifier),
-                "nn": nearest_neighbour_distance(x, dataset.train),
-            }
+        scores = score(x)
         row = {"step": trainer.step, "train_s": t0 - clock["start"] - clock["eval"], **scores}
+        if model.evaluate_with == "ema":  # the live parameters too, on the same chains' keys
+            with model.evaluating_with("live"):
+                live = np.asarray(model.generate(n_samples, n_steps=k, rng_key=jax.random.key(12345)))
+            row.update({f"live_{key}": value for key, value in score(live).items()})
         samples["last"] = x
         curve.append(row)
         _common.log(json.dumps({"dataset": name, **row}))
@@ -170,6 +177,7 @@ def run_images(
         "fd": final["fd"],
         "h_y": final["h_y"],
         "nn": final["nn"],
+        **{key: final[key] for key in ("live_fd", "live_h_y", "live_nn") if key in final},
         "below_blur_1px": bool(final["fd"] < blur_fd[1.0]),
         "below_blur_half_px": bool(final["fd"] < blur_fd[0.5]),
     }
@@ -185,6 +193,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
         rows = [[f"step {c['step']} ({c['train_s']:.0f} s)", c["fd"], c["h_y"], c["nn"]] for c in r["curve"]]
         rows += [[ref["what"], ref["fd"], ref["h_y"], ref["nn"]] for ref in r["references"]]
         parts.append(_common.markdown_table(["samples", "FD", "H(y)", "NN distance"], rows))
+        if "live_fd" in r:  # train.ema_decay: the table above is the EMA's, this one the live parameters'
+            rows = [[f"step {c['step']} (live)", c["live_fd"], c["live_h_y"], c["live_nn"]] for c in r["curve"]]
+            parts.append(_common.markdown_table(["samples", "FD", "H(y)", "NN distance"], rows))
     return "\n\n".join(parts)
 
 

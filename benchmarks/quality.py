@@ -86,6 +86,8 @@ def run_toy(
         "grid_error": s["grid_error"],
         "steps_per_s": s["steps_per_s"],
         "wall_s": wall,
+        # train.ema_decay: the figures above are the parameter EMA's; these the live parameters'.
+        **{key: s[key] for key in ("live_kl_gap", "live_kl_gap_box", "live_tail_mass") if key in s},
         **long_run,
     }
 

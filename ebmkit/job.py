@@ -103,7 +103,7 @@ def train_job(
 #: Settings a resumed run may change (each change is recorded in resumes.jsonl).
 SAFE_ON_RESUME = (
     "train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.learning_rate",
+    "train.learning_rate", "train.ema_decay",
 )
 
 

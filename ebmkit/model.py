@@ -10,10 +10,18 @@ The module holds state; the work is done by pure functions compiled once:
 
 All of them take the model's state as a :class:`~ebmkit.training.TrainState`,
 so the trainer can keep the state on the device and skip the module.
+
+With ``train.ema_decay`` the model also holds a moving average of the energy's
+parameters (:attr:`EBM.ema_params`), and :meth:`EBM.energy`, :meth:`EBM.score`,
+``model(x)`` and :meth:`EBM.generate` — so every evaluation, diagnostic and
+plot built on them — use the average (:attr:`EBM.evaluate_with`); training
+(:meth:`EBM.train_step`, the trainer) and ``model.energy_net`` itself keep the
+live parameters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -86,6 +94,14 @@ class LossStateVar(nnx.Variable):
 
 class SamplerStateVar(nnx.Variable):
     """An adaptive sampler's persistent adaptation state."""
+
+
+class EmaParam(nnx.Variable):
+    """The moving average of the energy's parameters (not optimised)."""
+
+
+#: What :attr:`EBM.evaluate_with` accepts.
+PARAMETER_SETS = ("ema", "live")
 
 
 def _unwrap(tree: Any) -> Any:
@@ -425,6 +441,12 @@ class EBM(nnx.Module):
             else None
         )
         self.opt_state = _wrap(self._tx.init((self._params_rest()[0], _unwrap(self.loss_params))), OptVar)
+        #: ``train.ema_decay`` in force, or ``None`` when the model keeps no average.
+        self.ema_decay = train.ema
+        # The average starts when training does (at the parameters then, see
+        # train_state); until a state is loaded it equals the live parameters.
+        self.ema_params = None
+        self._evaluate_with = "ema" if self.ema_decay is not None else "live"
 
     # -- components ----------------------------------------------------------------
 
@@ -476,12 +498,71 @@ class EBM(nnx.Module):
     def _params_rest(self) -> tuple[Any, Any]:
         return split_energy(self.energy_net)
 
+    # -- which parameters evaluation uses -----------------------------------------
+
+    @property
+    def evaluate_with(self) -> str:
+        """Which parameters :meth:`energy`, :meth:`score`, ``model(x)`` and
+        :meth:`generate` use: ``"ema"``, the moving average of
+        ``train.ema_decay`` (the default when it is set), or ``"live"``, the
+        optimiser's current parameters (the only choice without it).
+
+        Evaluation, diagnostics and plots call those methods, so they follow
+        this choice; training (:meth:`train_step`, the trainer's chains) and
+        ``energy_net`` always hold the live parameters. Set it, or use
+        :meth:`evaluating_with` for a block, to compare the two.
+
+        Raises:
+            ValueError: (on setting) an unknown name, or ``"ema"`` on a model
+                without ``train.ema_decay``.
+        """
+        return self._evaluate_with
+
+    @evaluate_with.setter
+    def evaluate_with(self, which: str) -> None:
+        self._evaluate_with = self._check_parameter_set(which)
+
+    @contextlib.contextmanager
+    def evaluating_with(self, which: str):
+        """``with model.evaluating_with("live"): ...`` — :attr:`evaluate_with`
+        for the block, restored afterwards."""
+        before = self._evaluate_with
+        self.evaluate_with = which
+        try:
+            yield self
+        finally:
+            self._evaluate_with = before
+
+    def _check_parameter_set(self, which: str) -> str:
+        if which not in PARAMETER_SETS:
+            raise ValueError(f"evaluate_with: expected one of {', '.join(map(repr, PARAMETER_SETS))}, got {which!r}")
+        if which == "ema" and self.ema_decay is None:
+            raise ValueError(
+                "evaluate_with: this model keeps no moving average of its parameters; "
+                "set train.ema_decay (e.g. 0.999) and train it to have one"
+            )
+        return which
+
+    def eval_variables(self, which: str | None = None) -> tuple[Any, Any]:
+        """``(params, rest)`` of the energy network as evaluation sees them
+        (pure dicts, for :func:`ebmkit.nn.energy_programs` and chains).
+
+        Args:
+            which: ``"ema"`` or ``"live"``; default :attr:`evaluate_with`.
+                Before any training the average equals the live parameters.
+        """
+        which = self._evaluate_with if which is None else self._check_parameter_set(which)
+        params, rest = self._params_rest()
+        if which == "ema" and self.ema_params is not None:
+            params = _unwrap(self.ema_params)
+        return params, rest
+
     # -- energy and score ----------------------------------------------------------
 
     def energy(self, x: Any) -> jax.Array:
         """``E(x)`` for a batch ``x[B, *event_shape]`` (eval mode, compiled once)."""
         x = check_batch(x, self.event_shape, "energy(x)")
-        params, rest = self._params_rest()
+        params, rest = self.eval_variables()
         return energy_programs(self._graphdefs()[1])[0](params, rest, x)
 
     def score(self, x: Any) -> jax.Array:
@@ -491,7 +572,7 @@ class EBM(nnx.Module):
     def __call__(self, x: Any) -> dict[str, jax.Array]:
         """``{"energy": E[B], "score": -∇E[B, *event]}``."""
         x = check_batch(x, self.event_shape, "model(x)")
-        params, rest = self._params_rest()
+        params, rest = self.eval_variables()
         energy, score = energy_programs(self._graphdefs()[1])[1](params, rest, x)
         return {"energy": energy, "score": score}
 
@@ -509,7 +590,8 @@ class EBM(nnx.Module):
         preset: str | None = None,
         return_info: bool = False,
     ) -> jax.Array:
-        """Draw ``n_samples`` by running fresh chains for ``n_steps`` steps.
+        """Draw ``n_samples`` by running fresh chains for ``n_steps`` steps
+        (on the parameters :attr:`evaluate_with` names).
 
         Chains start from the buffer's init distribution (uniform in the data
         box without a buffer); an adaptive sampler first runs its adaptation
@@ -550,7 +632,7 @@ class EBM(nnx.Module):
             raise ValueError(f"generate: {exc}") from None
         traced, static = _split_tunables(tunables)
         own_key = rng_key is None
-        params, rest = self._params_rest()
+        params, rest = self.eval_variables()
         fn = _jitted_generate(self._graphdefs()[1], sampler, self._starts, int(n_samples), int(n_steps), static)
         x, summary, next_key = fn(params, rest, self.rng_key.get_value() if own_key else rng_key, own_key, traced)
         if own_key:
@@ -578,8 +660,16 @@ class EBM(nnx.Module):
     # -- training ------------------------------------------------------------------
 
     def train_state(self) -> TrainState:
-        """The current state as a pytree of arrays (for pure training loops)."""
+        """The current state as a pytree of arrays (for pure training loops).
+
+        With ``train.ema_decay`` its ``ema_params`` is the model's average, or
+        a copy of the current parameters when none has been kept yet (an
+        average over no steps: no bias towards zero at the start).
+        """
         params, rest = self._params_rest()
+        ema = None
+        if self.ema_decay is not None:
+            ema = _unwrap(self.ema_params) if self.ema_params is not None else jax.tree.map(jnp.copy, params)
         return TrainState(
             energy_params=params,
             energy_state=rest,
@@ -589,6 +679,7 @@ class EBM(nnx.Module):
             buffer_state=_unwrap(self.buffer_state),
             sampler_state=_unwrap(self.sampler_state),
             rng_key=self.rng_key.get_value(),
+            ema_params=ema,
         )
 
     def load_train_state(self, state: TrainState) -> None:
@@ -600,6 +691,7 @@ class EBM(nnx.Module):
         self.buffer_state = _wrap(state.buffer_state, BufferVar)
         self.sampler_state = _wrap(state.sampler_state, SamplerStateVar)
         self.rng_key.set_value(state.rng_key)
+        self.ema_params = _wrap(state.ema_params, EmaParam) if self.ema_decay is not None else None
 
     def train_step_fn(self, *, jit: bool = True):
         """The compiled pure step ``(TrainState, batch) -> (TrainState, metrics)``."""
@@ -608,11 +700,11 @@ class EBM(nnx.Module):
             static = None if self._sampler is None else tuple(sorted(self._sampler.tunables.items()))
             return jitted_train_step(
                 graphdef, eval_graphdef, self._sampler, self._loss, self._buffer, self._tx,
-                self.num_steps if self._sampler is not None else None, static, self.data,
+                self.num_steps if self._sampler is not None else None, static, self.data, self.ema_decay,
             )
         return make_train_step(
             graphdef, eval_graphdef, sampler=self._sampler, loss=self._loss, buffer=self._buffer,
-            tx=self._tx, data=self.data,
+            tx=self._tx, data=self.data, ema_decay=self.ema_decay,
         )
 
     def train_step(self, batch: Any) -> dict[str, jax.Array]:

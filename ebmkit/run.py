@@ -34,7 +34,12 @@ class Run:
         config: the run's config (from ``config.toml``).
         dataset: the data set the config names.
         model: the :class:`~ebmkit.EBM` with the checkpoint's parameters,
-            optimiser state, replay buffer and key loaded.
+            optimiser state, replay buffer and key loaded, and its parameter
+            EMA when the run kept one (``train.ema_decay``): then
+            :meth:`generate`, :meth:`diagnose` and :meth:`evaluate` use the
+            average; ``model.evaluate_with = "live"`` (or
+            ``with model.evaluating_with("live"):``) switches to the live
+            parameters.
         trainer: a :class:`~ebmkit.training.Trainer` on the run (hooks off);
             ``trainer.fit(resume=True)`` would continue training.
         step: the training step of the loaded checkpoint.
@@ -84,15 +89,18 @@ class Run:
         """The data set's standard evaluation plus the diagnostics.
 
         Returns:
-            ``{"run_dir", "step", "evaluation": {...}, "diagnostics": {...}}``;
-            ``evaluation`` is :func:`ebmkit.evaluate.evaluate_dataset` (grid
-            NLL and KL gap for 2-D data sets, empty otherwise).
+            ``{"run_dir", "step", "evaluated_with", "evaluation": {...},
+            "diagnostics": {...}}``; ``evaluation`` is
+            :func:`ebmkit.evaluate.evaluate_dataset` (grid NLL and KL gap for
+            2-D data sets, empty otherwise); ``evaluated_with`` is ``"ema"``
+            or ``"live"`` (``model.evaluate_with``).
         """
         from ebmkit.evaluate import evaluate_dataset
 
         return {
             "run_dir": str(self.run_dir),
             "step": self.step,
+            "evaluated_with": self.model.evaluate_with,
             "evaluation": evaluate_dataset(self.model.energy, self.dataset),
             "diagnostics": self.diagnose(n_samples=n_samples, n_steps=n_steps, seed=seed),
         }
@@ -208,6 +216,25 @@ def diagnosis_notes(report: dict[str, float], bounds: tuple[float, float] | None
                 else "check: chains do not lower the energy (step size? energy too flat?)",
             ),
         ]
+    if "rhat" in report:
+        rhat = report["rhat"]
+        rows += [
+            (
+                "split R-hat (worst coordinate)",
+                f"{rhat:.4g}",
+                "ok: the chains agree" if rhat <= 1.01
+                else "check: the chains disagree (not mixed yet, or stuck in different modes: "
+                "more steps, or replica_exchange)",
+            ),
+            ("bulk / tail ESS (worst coordinate)", f"{report['ess_bulk']:.4g} / {report['ess_tail']:.4g}",
+             "effective independent draws of the second half of the chains"),
+        ]
+        if "ess_per_1000_grads" in report:
+            rows.append(("ESS per 1,000 gradients", f"{report['ess_per_1000_grads']:.4g}",
+                         f"{report.get('ess_per_second', float('nan')):.4g} per second"))
+        if report.get("divergences", 0.0) > 0:
+            rows.append(("divergent transitions", f"{report['divergences']:.0f}",
+                         "check: the step is too large for this energy somewhere"))
     if "buffer_usage" in report:
         rows.append(
             ("buffer usage", f"{report['buffer_usage']:.0%}", "filled slots of the replay buffer; grows towards 100% under PCD")

@@ -82,6 +82,10 @@ def train_command(config_file, overrides, out, resume, steps, progress, quiet, d
     for key in ("nll", "kl_gap", "tail_mass", "energy_gap", "steps_per_s", "steps", "devices", "wall_time_s"):
         if key in summary:
             click.echo(f"  {key:<12} {_fmt(summary[key])}")
+    if summary.get("evaluated_with") == "ema":
+        live = ", ".join(f"{key} {_fmt(summary[f'live_{key}'])}" for key in ("nll", "kl_gap") if f"live_{key}" in summary)
+        click.echo(f"  evaluated with the parameter EMA (decay {summary['ema_decay']:g})"
+                   + (f"; live parameters: {live}" if live else ""))
     if summary.get("plots"):
         click.echo(f"  plots        {', '.join(summary['plots'])}")
     for note in summary.get("warnings", []):

@@ -95,6 +95,13 @@ class TrainConfig(ConfigBase):
         energy_bound: an energy magnitude above this counts as divergence.
         max_retries: rollbacks to the last good checkpoint before giving up.
         lr_decay_on_retry: factor applied to the learning rate on each rollback.
+        ema_decay: keep an exponential moving average of the energy's
+            parameters, ``ema = ema_decay * ema + (1 - ema_decay) * params``
+            after every optimiser step (inside the compiled step), starting
+            from the initial parameters. Sampling and evaluation after
+            training (``generate``, ``energy``, the summary's figures, the
+            plots) then use the average; training's own chains keep the live
+            parameters. Unset or 0 turns it off; typical values 0.99-0.9999.
     """
 
     steps: int = attrs.field(default=2000, validator=[positive_int, in_range(1, 10**12)])
@@ -115,6 +122,12 @@ class TrainConfig(ConfigBase):
     energy_bound: float = attrs.field(default=1e4, validator=positive)
     max_retries: int = attrs.field(default=2, validator=non_negative_int)
     lr_decay_on_retry: float = attrs.field(default=0.5, validator=in_range(0, 1, low_open=True, high_open=True))
+    ema_decay: float | None = attrs.field(default=None, validator=optional(in_range(0, 1, high_open=True)))
+
+    @property
+    def ema(self) -> float | None:
+        """The EMA decay in force, or ``None`` when the average is off (unset or 0)."""
+        return float(self.ema_decay) if self.ema_decay else None
 
 
 def parse_mesh(text: str) -> int:

@@ -9,7 +9,9 @@ its own slice of the work:
 * the replay buffer is split along ``data``: device ``d`` owns slots
   ``[d*C/N, (d+1)*C/N)`` and only ever samples, runs and writes back those
   chains (the buffer never crosses devices inside a step);
-* parameters, network state, optimiser state and the run key are replicated;
+* parameters, network state, optimiser state, the parameter EMA (when kept)
+  and the run key are replicated; the EMA is updated from the same averaged
+  update on every device, so it needs no communication;
 * gradients and metrics are averaged with ``lax.pmean`` (one all-reduce of
   the gradient bytes per step; see :func:`communication_volume`);
 * device ``d`` draws its randomness from ``fold_in(step_key, d)``, where
@@ -560,7 +562,8 @@ def communication_volume(state: Any, num_devices: int, *, batch_size: int, event
         "batch_bytes_per_device": batch_size // n * event * 4,
         "buffer_bytes_per_device": _nbytes(state.buffer_state) // n,
         "replicated_bytes_per_device": _nbytes(
-            (state.energy_params, state.energy_state, state.loss_params, state.loss_state, state.opt_state, state.rng_key)
+            (state.energy_params, state.energy_state, state.loss_params, state.loss_state, state.opt_state, state.rng_key,
+             state.ema_params)
         ),
     }
 

@@ -111,6 +111,14 @@ def density_tv(
     return tv, floor
 
 
+def _eval_variables(model: Any) -> tuple[Any, Any]:
+    """The parameters the model evaluates with (its EMA when it keeps one,
+    see ``EBM.evaluate_with``), so chains agree with ``model.energy``."""
+    if hasattr(model, "eval_variables"):
+        return model.eval_variables()
+    return split_energy(model.energy_net)
+
+
 def sampler_for(model: Any, name: str, options: dict[str, Any] | None = None) -> Any:
     """A sampler other than the model's own, for sampling a trained model.
 
@@ -138,7 +146,7 @@ def continue_chains(model: Any, x0: Any, num_steps: int, *, seed: int = 0, sampl
     if sampler is None:
         raise ValueError("the model has no sampler to run")
     _, eval_graphdef = graphdefs(model.energy_net)
-    params, rest = split_energy(model.energy_net)
+    params, rest = _eval_variables(model)
     x, _ = _chain_program(eval_graphdef, sampler, int(num_steps))(
         params, rest, jax.random.key(seed), jnp.asarray(x0, jnp.float32)
     )
@@ -205,7 +213,7 @@ def long_run_check(
     if unknown:
         raise ValueError(f"long-run check: starts must be 'buffer' or 'noise', got {sorted(unknown)}")
     _, eval_graphdef = graphdefs(model.energy_net)
-    params, rest = split_energy(model.energy_net)
+    params, rest = _eval_variables(model)
     held = np.asarray(dataset.held_out(num_chains), np.float32)
     data_energy = float(np.mean(np.asarray(model.energy(held))))
     bounds = dataset.bounds

@@ -1,7 +1,8 @@
 """Checkpoints of training runs, written with orbax-checkpoint.
 
 A checkpoint holds the whole :class:`~ebmkit.training.TrainState` (parameters,
-other network state, optimiser state, replay buffer, RNG key) flattened to
+other network state, optimiser state, replay buffer, RNG key, and the
+parameter EMA when the run keeps one) flattened to
 ``{"path/to/leaf": array}``, plus JSON metadata: the step, the resolved config
 (with the provider and version of every component), the data order's RNG state
 and the learning rate in force.
@@ -294,6 +295,10 @@ class Checkpointer:
     def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """The state (shaped like ``template``) and metadata of ``step`` (default: latest).
 
+        ``template`` may also be a function ``step -> template``, for a state
+        whose layout depends on what the checkpoint holds (the parameter EMA
+        is there only when the run kept one).
+
         Each leaf comes back as the template's leaf is: a NumPy array for a
         host template, a ``jax.Array`` with the template's sharding for a
         device template (so a run saved on 4 devices restores onto 1, or the
@@ -303,6 +308,8 @@ class Checkpointer:
             CheckpointError: none exists, it is unreadable, or it does not fit.
         """
         step = self._resolve(step)
+        if callable(template):
+            template = template(step)
         ocp = self._ocp
         where = f"checkpoint {self.path(step)}"
         stored = self._stored_shapes(step)
@@ -327,7 +334,7 @@ class Checkpointer:
 
     def restore_intact(self, template: Any) -> tuple[Any, dict[str, Any]]:
         """The latest checkpoint that restores intact; a corrupt newer one is
-        skipped with a warning naming both.
+        skipped with a warning naming both. ``template`` as for :meth:`restore`.
 
         Raises:
             CheckpointError: no checkpoint restores.

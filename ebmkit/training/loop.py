@@ -16,11 +16,20 @@ Data parallel: with ``[distributed] devices = N`` (or a
 ``shard_map`` on a mesh of N devices; the batch and the replay buffer are
 split across them and only process 0 reports (see :mod:`ebmkit.distributed`).
 The trainer itself only talks to a :class:`~ebmkit.training.placement.Placement`.
+
+Parameter EMA (``train.ema_decay``): the compiled step keeps a moving average
+of the energy's parameters in the state (replicated like the parameters,
+checkpointed with them). Evaluation — :meth:`Trainer.energy_fn`, the
+``eval_every`` figures, the summary — uses it, as the model does after
+:meth:`Trainer.fit`; with the default evaluation the summary adds the live
+parameters' figures as ``live_<key>``. Training's chains always run on the
+live parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -69,7 +78,10 @@ class TrainResult:
         step: the last completed step.
         history: one dict of host floats per log interval.
         summary: final figures (``loss``, ``energy_gap`` where the loss has
-            negatives, ``steps_per_s``, evaluation).
+            negatives, ``steps_per_s``, evaluation). With ``train.ema_decay``
+            the evaluation is of the moving average (``evaluated_with =
+            "ema"``) and, with the default evaluation, the live parameters'
+            figures follow as ``live_<key>``.
         retries: rollbacks that divergence forced.
     """
 
@@ -103,7 +115,9 @@ class Trainer:
             ``"lines"`` prints a plain line per log interval to stderr (for
             logs, CI, nohup); ``False`` prints nothing.
         evaluate: ``evaluate(trainer) -> dict`` run every ``eval_every`` steps
-            and at the end; default: exact grid NLL for 2-D data sets.
+            and at the end; default: exact grid NLL for 2-D data sets. It
+            should read the parameters through :meth:`energy_fn` or
+            :meth:`eval_variables` (which honour :attr:`evaluating`).
         hooks: fire the ``ebmkit.plugins`` host hooks.
         parallel: where to train: a :class:`~ebmkit.distributed.DataParallel`
             mesh or any :class:`~ebmkit.training.placement.Placement`;
@@ -168,7 +182,7 @@ class Trainer:
         step = make_train_step(
             graphdef, eval_graphdef, sampler=model.sampler, loss=model.loss_fn,
             buffer=self.placement.local_buffer(model.buffer), tx=model._tx, data=model.data,
-            axis_name=axis_name,
+            axis_name=axis_name, ema_decay=self.train.ema,
         )
         if axis_name is not None:
             step = data_parallel_step(step, axis_name)
@@ -184,6 +198,9 @@ class Trainer:
         self._notes: list[str] = []
         self._stop_signal: int | None = None
         self._disabled_plugins: set[int] = set()
+        #: Which parameters :meth:`energy_fn` and the evaluation use right now
+        #: (``"ema"`` or ``"live"``); the model's choice by default.
+        self.evaluating: str = model.evaluate_with
         t = self.train
         self._schedule = lr_schedule(t.lr_schedule, t.steps, warmup_steps=t.warmup_steps, final_fraction=t.final_lr_fraction)
 
@@ -202,6 +219,8 @@ class Trainer:
             "retries": self.retries,
             "learning_rate": get_learning_rate(self.state.opt_state),
             "ebmkit_version": _version(),
+            # Whether the state holds ema_params (a resume needs to know).
+            "ema_decay": self.train.ema,
         }
         if self.parallel is not None:
             meta["devices"] = self.placement.num_devices
@@ -267,10 +286,12 @@ class Trainer:
             )
         # Restored straight into this placement's layout, whatever layout saved it.
         template = self.placement.checkpoint_view(self.state)
+        template_for = functools.partial(self._template_for, template)
         if step is None:
-            state, meta = self.checkpointer.restore_intact(template)
+            state, meta = self.checkpointer.restore_intact(template_for)
         else:
-            state, meta = self.checkpointer.restore(template, meta["step"])
+            state, meta = self.checkpointer.restore(template_for, meta["step"])
+        state = self._ema_after_restore(state, meta)
         saved_lr = _saved_learning_rate(meta.get("config_toml", ""))
         if saved_lr is not None and saved_lr != self.train.learning_rate:
             # A resume that asks for another learning rate gets it from here on.
@@ -281,6 +302,34 @@ class Trainer:
         self._restore_data_rng(meta)
         self._good = (self.step, self._snapshot(), self.data_rng.bit_generator.state, self.retries)
         return self.step
+
+    def _template_for(self, template: TrainState, step: int) -> TrainState:
+        """``template`` shaped as checkpoint ``step`` was written: with
+        ``ema_params`` exactly when that run kept an average (its metadata
+        says; checkpoints from before parameter EMA hold none)."""
+        saved = self.checkpointer.metadata(step).get("ema_decay") is not None
+        if saved and template.ema_params is None:
+            return template._replace(ema_params=template.energy_params)
+        if not saved and template.ema_params is not None:
+            return template._replace(ema_params=None)
+        return template
+
+    def _ema_after_restore(self, state: TrainState, meta: Mapping[str, Any]) -> TrainState:
+        """The restored state with the average this run keeps: a checkpoint
+        without one starts it at its parameters (said in a warning); one
+        kept by a run that had it on is dropped when this run has it off."""
+        wanted = self.train.ema is not None
+        if wanted and state.ema_params is None:
+            warnings.warn(
+                f"checkpoint {self.checkpointer.path(int(meta['step']))} holds no parameter EMA (written before "
+                f"train.ema_decay was set, or by an older ebmkit); the average starts at its parameters "
+                f"(step {meta['step']}), so it covers only the steps from here on",
+                RuntimeWarning, stacklevel=3,
+            )
+            return state._replace(ema_params=jax.tree.map(jnp.copy, state.energy_params))
+        if not wanted and state.ema_params is not None:
+            return state._replace(ema_params=None)
+        return state
 
     def _restore_data_rng(self, meta: Mapping[str, Any]) -> None:
         processes = self.placement.process_count
@@ -597,19 +646,44 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------
 
-    def energy_fn(self) -> Callable[[Any], jax.Array]:
-        """``x -> E(x)`` with the trainer's current parameters (eval mode)."""
-        energy = energy_programs(self._eval_graphdef)[0]
+    def eval_variables(self, which: str | None = None) -> tuple[Any, Any]:
+        """``(params, rest)`` of the current state as evaluation sees them,
+        on this process's device: the moving average (``"ema"``) or the live
+        parameters (``"live"``); default :attr:`evaluating`."""
+        which = self.evaluating if which is None else which
+        if which not in ("ema", "live"):
+            raise ValueError(f"expected 'ema' or 'live', got {which!r}")
+        params = self.state.energy_params
+        if which == "ema":
+            if self.state.ema_params is None:
+                raise ValueError("this run keeps no moving average of its parameters; set train.ema_decay")
+            params = self.state.ema_params
         # Replicated on a mesh: a local copy, no communication.
-        params, rest = self.placement.to_local((self.state.energy_params, self.state.energy_state))
+        return self.placement.to_local((params, self.state.energy_state))
+
+    def energy_fn(self, which: str | None = None) -> Callable[[Any], jax.Array]:
+        """``x -> E(x)`` with the trainer's current parameters (eval mode):
+        the moving average with ``train.ema_decay``, else the live ones
+        (``which`` and :attr:`evaluating` choose; see :meth:`eval_variables`)."""
+        energy = energy_programs(self._eval_graphdef)[0]
+        # Copies: the compiled step donates the state's buffers.
+        params, rest = jax.tree.map(jnp.copy, self.eval_variables(which))
         return lambda x: energy(params, rest, jnp.asarray(x, jnp.float32))
 
-    def evaluate(self) -> dict[str, float]:
-        if self.evaluate_fn is not None:
-            return dict(self.evaluate_fn(self))
-        from ebmkit.evaluate import evaluate_dataset
+    def evaluate(self, which: str | None = None) -> dict[str, float]:
+        """The evaluation (``evaluate`` given to the trainer, else the data
+        set's default) of the parameters ``which`` names (default:
+        :attr:`evaluating`)."""
+        before = self.evaluating
+        self.evaluating = before if which is None else which
+        try:
+            if self.evaluate_fn is not None:
+                return dict(self.evaluate_fn(self))
+            from ebmkit.evaluate import evaluate_dataset
 
-        return evaluate_dataset(self.energy_fn(), self.dataset)
+            return evaluate_dataset(self.energy_fn(), self.dataset)
+        finally:
+            self.evaluating = before
 
     def _summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -624,6 +698,12 @@ class Trainer:
         if tail and all("energy_gap" in r for r in tail):
             summary["energy_gap"] = float(np.mean([r["energy_gap"] for r in tail]))
         summary.update(self.evaluate())
+        if self.state.ema_params is not None and self.evaluating == "ema":
+            summary["evaluated_with"] = "ema"
+            summary["ema_decay"] = self.train.ema
+            if self.evaluate_fn is None:  # a caller's own evaluation decides for itself
+                for key, value in self.evaluate("live").items():
+                    summary[f"live_{key}"] = value
         return summary
 
 
@@ -652,7 +732,10 @@ def _comparable(toml_text: str) -> dict[str, Any]:
     except (EbmkitError, ValueError, TypeError):
         pass
     train = dict(data.get("train", {}))
-    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "learning_rate"):
+    # ema_decay too: the average never feeds back into training, so it may be
+    # switched on, off or changed on resume (see Trainer._ema_after_restore).
+    for key in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "learning_rate",
+                "ema_decay"):
         train.pop(key, None)
     data["train"] = train
     # A run may resume on another number of devices or processes.

@@ -10,7 +10,10 @@
    metrics and updated context;
 3. gradients of the loss with respect to the energy's *and* the loss's
    parameters, averaged over devices under data parallelism;
-4. the optax update; buffer, loss state and sampler state are written back.
+4. the optax update; buffer, loss state and sampler state are written back;
+5. with ``train.ema_decay``, the moving average of the energy's parameters
+   (``TrainState.ema_params``) takes the updated parameters in. Nothing in the
+   step reads it: chains always run on the live parameters.
 
 The whole step is traced into one program (see :mod:`ebmkit.training.fusion`).
 """
@@ -44,6 +47,10 @@ class TrainState(NamedTuple):
         buffer_state: the replay buffer's state, or ``None`` without a buffer.
         sampler_state: an adaptive sampler's adaptation state, or ``None``.
         rng_key: the key of every MCMC draw; split once per step.
+        ema_params: the exponential moving average of ``energy_params``
+            (``train.ema_decay``), shaped like them, or ``None`` when off.
+            Written by the step, never read by it: sampling and evaluation
+            after training use it, training's own chains do not.
     """
 
     energy_params: Any
@@ -54,6 +61,7 @@ class TrainState(NamedTuple):
     buffer_state: Any
     sampler_state: Any
     rng_key: jax.Array
+    ema_params: Any = None
 
     @property
     def trainable(self) -> tuple[Any, Any]:
@@ -138,6 +146,7 @@ def make_train_step(
     tunables: Mapping[str, Any] | None = None,
     data: BuildContext | None = None,
     axis_name: str | None = None,
+    ema_decay: float | None = None,
 ):
     """The pure training step ``(state, batch) -> (state, metrics)``.
 
@@ -154,13 +163,25 @@ def make_train_step(
         axis_name: the mesh axis of data-parallel training (see
             :mod:`ebmkit.distributed`); gradients and metrics are averaged over
             it. ``None`` (default) for a step that sees the whole batch.
+        ema_decay: keep ``state.ema_params`` as the moving average
+            ``ema_decay * ema + (1 - ema_decay) * params`` of the updated
+            parameters; ``None`` (or 0) leaves ``ema_params`` as it is. The
+            state must then hold an average to update (start it at the
+            initial parameters, as :meth:`ebmkit.EBM.train_state` does).
 
     Returns:
         An un-jitted pure function; wrap it in ``jax.jit`` (or scan it).
         ``batch`` is ``x``, ``(x, y)`` or a :class:`~ebmkit.types.Batch`.
     """
 
+    decay = float(ema_decay) if ema_decay else None
+
     def step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        if decay is not None and state.ema_params is None:
+            raise ValueError(
+                "train.ema_decay is set but the state has no ema_params to average into; start from "
+                "model.train_state() (it begins the average at the current parameters)"
+            )
         batch = as_batch(batch)
         key, loss_key = jax.random.split(state.rng_key)
         frozen = jax.lax.stop_gradient(state.energy_params)
@@ -200,6 +221,11 @@ def make_train_step(
         if axis_name is not None:
             metrics = {k: _mean_over(v, axis_name) for k, v in metrics.items()}
         metrics["grad_norm"] = optax.tree.norm(grads)  # of the averaged gradient
+        ema_params = state.ema_params
+        if decay is not None:
+            # Every device applies the same update to the same parameters, so
+            # the average needs no communication of its own.
+            ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, energy_params)
         new_state = TrainState(
             energy_params=energy_params,
             energy_state=rest,
@@ -209,6 +235,7 @@ def make_train_step(
             buffer_state=out_ctx.buffer_state,
             sampler_state=out_ctx.sampler_state,
             rng_key=key,
+            ema_params=ema_params,
         )
         return new_state, metrics
 
@@ -244,14 +271,15 @@ def _mean_over(value: jax.Array, axis_name: str) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=32)
-def jitted_train_step(graphdef, eval_graphdef, sampler, loss, buffer, tx, num_steps, static_tunables, data):
+def jitted_train_step(graphdef, eval_graphdef, sampler, loss, buffer, tx, num_steps, static_tunables, data,
+                      ema_decay=None):
     """:func:`make_train_step` under ``jax.jit`` (input state donated), cached
     per structure so that models of equal structure share one program."""
     return jax.jit(
         make_train_step(
             graphdef, eval_graphdef, sampler=sampler, loss=loss, buffer=buffer, tx=tx,
             num_steps=num_steps, tunables=None if static_tunables is None else dict(static_tunables),
-            data=data,
+            data=data, ema_decay=ema_decay,
         ),
         donate_argnums=(0,),
     )
