@@ -1,7 +1,7 @@
-"""contrib/ebmkit-mala: an outside distribution plugs in with no special casing.
+"""contrib/ebmkit-blackjax: an outside distribution plugs in with no special casing.
 
-The plugin is found through its ``ebmkit.samplers`` entry point only. When the
-distribution is not installed (``pip install -e contrib/ebmkit-mala``), the
+The plugin is found through its ``ebmkit.samplers`` entry points only. When the
+distribution is not installed (``pip install -e contrib/ebmkit-blackjax``), the
 fixture installs it as a fake distribution built from the entry points its own
 pyproject.toml declares, so what is tested is still that declaration.
 """
@@ -23,15 +23,22 @@ from ebmkit import registry
 from ebmkit.config import SamplerConfig, load_config, structure
 from ebmkit.testing import check_component, iter_registered
 
-CONTRIB = Path(__file__).resolve().parents[1] / "contrib" / "ebmkit-mala"
+CONTRIB = Path(__file__).resolve().parents[1] / "contrib" / "ebmkit-blackjax"
 PYPROJECT = tomllib.loads((CONTRIB / "pyproject.toml").read_text(encoding="utf-8"))
+DIST = "ebmkit-blackjax"
+SAMPLERS = {
+    "blackjax_mala": "ebmkit_blackjax.mala:spec",
+    "blackjax_hmc": "ebmkit_blackjax.hmc:spec",
+    "blackjax_nuts": "ebmkit_blackjax.nuts:spec",
+    "blackjax_mclmc": "ebmkit_blackjax.mclmc:spec",
+}
 
 
 @pytest.fixture
-def mala(tmp_path, monkeypatch):
-    """Make sure ebmkit-mala is discoverable; yields its version."""
+def blackjax_plugin(tmp_path, monkeypatch):
+    """Make sure ebmkit-blackjax is discoverable; yields its version."""
     try:
-        dist = md.distribution("ebmkit-mala")
+        dist = md.distribution(DIST)
     except md.PackageNotFoundError:
         project = PYPROJECT["project"]
         make_dist(tmp_path, project["name"], project["version"], project["entry-points"], {})
@@ -44,25 +51,29 @@ def mala(tmp_path, monkeypatch):
     yield dist.version
 
 
-def test_declares_one_sampler_entry_point():
+def test_declares_four_sampler_entry_points():
     project = PYPROJECT["project"]
-    assert project["name"] == "ebmkit-mala"
+    assert project["name"] == DIST
     assert any(dep.startswith("ebmkit-jax") for dep in project["dependencies"])
-    assert project["entry-points"] == {"ebmkit.samplers": {"mala": "ebmkit_mala.mala:spec"}}
+    assert any(dep.startswith("blackjax>=1.7") for dep in project["dependencies"])
+    assert project["entry-points"] == {"ebmkit.samplers": SAMPLERS}
 
 
-def test_mala_is_listed_without_being_imported(mala):
-    rows = [r for r in registry.listing() if r.name == "mala"]
-    assert [(r.kind, r.dist, r.version, r.target) for r in rows] == [
-        ("sampler", "ebmkit-mala", mala, "ebmkit_mala.mala:spec")
-    ]
-    assert rows[0].summary.startswith("Metropolis-adjusted Langevin")
-    assert any(c.id == "sampler:mala" for c in iter_registered())
+def test_samplers_are_listed_without_being_imported(blackjax_plugin):
+    rows = sorted(
+        (r.kind, r.name, r.dist, r.version, r.target) for r in registry.listing() if r.dist == DIST
+    )
+    assert rows == sorted(("sampler", name, DIST, blackjax_plugin, target) for name, target in SAMPLERS.items())
+    summaries = {r.name: r.summary for r in registry.listing() if r.dist == DIST}
+    assert summaries["blackjax_nuts"].startswith("No-U-Turn Sampler (BlackJAX)")
+    assert {f"sampler:{name}" for name in SAMPLERS} <= {c.id for c in iter_registered()}
 
     code = (
         "import sys, ebmkit\n"
-        "assert any(r.name == 'mala' for r in ebmkit.registry.listing())\n"
-        "assert 'ebmkit_mala.mala' not in sys.modules\n"
+        f"names = {{r.name for r in ebmkit.registry.listing() if r.dist == {DIST!r}}}\n"
+        f"assert names == {set(SAMPLERS)!r}, names\n"
+        "assert not any(m.startswith('ebmkit_blackjax') for m in sys.modules)\n"
+        "assert 'blackjax' not in sys.modules\n"
     )
     # A fresh interpreter that sees the same sys.path (and so the same plugins).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -71,18 +82,24 @@ def test_mala_is_listed_without_being_imported(mala):
     assert out.returncode == 0, out.stderr
 
 
-def test_mala_is_selectable_like_a_builtin(mala):
-    spec = ebmkit.get_spec("sampler", "mala")
-    assert spec.config.__module__ == "ebmkit_mala.mala"
-    cfg = load_config(sampler="mala")
+def test_samplers_are_selectable_like_builtins(blackjax_plugin):
+    spec = ebmkit.get_spec("sampler", "blackjax_nuts")
+    assert spec.config.__module__ == "ebmkit_blackjax.nuts"
+    cfg = load_config(sampler="blackjax_nuts")
     assert type(cfg.sampler) is spec.config
-    assert load_config(sampler={"name": "mala", "step_size": 0.05}).sampler == spec.config(step_size=0.05)
-    assert load_config(overrides=["sampler=mala", "sampler.num_steps=3"]).sampler.num_steps == 3
-    assert structure("ebmkit-mala:mala", SamplerConfig) == spec.config()
-    assert f"provider = \"ebmkit-mala {mala}\"" in ebmkit.dump_config(cfg)
+    assert load_config(sampler={"name": "blackjax_nuts", "warmup_steps": 50}).sampler == spec.config(
+        warmup_steps=50
+    )
+    assert load_config(overrides=["sampler=blackjax_hmc", "sampler.num_steps=3"]).sampler.num_steps == 3
+    assert structure("ebmkit-blackjax:blackjax_mala", SamplerConfig) == ebmkit.get_spec(
+        "sampler", "blackjax_mala"
+    ).config()
+    assert f"provider = \"{DIST} {blackjax_plugin}\"" in ebmkit.dump_config(cfg)
 
 
-def test_mala_passes_conformance(mala):
-    report = check_component("sampler", "mala")
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_sampler_passes_conformance(blackjax_plugin, name):
+    report = check_component("sampler", name)
     assert report.skipped == ()
     assert "chains move toward low energy (sign of the gradient)" in report.passed
+    assert "leaves a Gaussian target invariant (mean and variance)" in report.passed

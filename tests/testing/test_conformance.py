@@ -1,7 +1,7 @@
 """The conformance suite over every registered component, and the suite's own tests.
 
 ``test_registered_component_conforms`` is parametrized over the registry
-listing: built-ins and any installed third-party plugin (contrib/ebmkit-mala)
+listing: built-ins and any installed third-party plugin (contrib/ebmkit-blackjax)
 are checked the same way. The remaining tests feed deliberately broken
 components to the checks (a sign-flipped score-matching loss, a CD loss whose
 gradient flows through its chains, a PCD loss that never writes back, a sampler

@@ -103,7 +103,7 @@ def conformance_test(
 
     Assign it to a ``test_*`` name in a test module::
 
-        test_conformance = conformance_test(dist="ebmkit-mala")
+        test_conformance = conformance_test(dist="ebmkit-blackjax")
 
     A selection with nothing in it (a distribution that is not installed, is
     disabled by ``EBMKIT_DISABLE_PLUGINS`` or provides no component) gives a
