@@ -97,7 +97,9 @@ def test_samplers_are_selectable_like_builtins(blackjax_plugin):
     assert f"provider = \"{DIST} {blackjax_plugin}\"" in ebmkit.dump_config(cfg)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+# The package's own tests run the suite over all four (test_blackjax_conformance);
+# here one, found through the (possibly fake) distribution's entry point.
+@pytest.mark.parametrize("name", ["blackjax_mala"])
 def test_sampler_passes_conformance(blackjax_plugin, name):
     report = check_component("sampler", name)
     assert report.skipped == ()
