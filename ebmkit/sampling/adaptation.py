@@ -69,10 +69,15 @@ def dual_averaging_init(step_size: float | Array, shape: tuple[int, ...] = ()) -
     )
 
 
-def dual_averaging_update(state: DualAveragingState, acceptance: Array, target: float) -> DualAveragingState:
+def dual_averaging_update(
+    state: DualAveragingState, acceptance: Array, target: float, max_step: float | None = None
+) -> DualAveragingState:
     """One update from an acceptance probability (same shape as the state).
 
-    A non-finite acceptance counts as 0 (a divergent proposal), so the step shrinks.
+    A non-finite acceptance counts as 0 (a divergent proposal), so the step
+    shrinks. ``max_step`` caps both iterates: on an energy that is flat where
+    the chains are (an EBM at initialisation), every proposal is accepted and
+    the uncapped step grows without bound.
     """
     acceptance = jnp.where(jnp.isfinite(acceptance), jnp.clip(acceptance, 0.0, 1.0), 0.0)
     t = state.count + 1.0
@@ -80,6 +85,8 @@ def dual_averaging_update(state: DualAveragingState, acceptance: Array, target: 
     error_avg = (1.0 - weight) * state.error_avg + weight * (target - acceptance)
     log_step = state.mu - jnp.sqrt(t) / GAMMA * error_avg
     eta = t ** (-KAPPA)
+    if max_step is not None:
+        log_step = jnp.minimum(log_step, math.log(max_step))
     log_step_avg = eta * log_step + (1.0 - eta) * state.log_step_avg
     return DualAveragingState(log_step, log_step_avg, error_avg, state.mu, t)
 

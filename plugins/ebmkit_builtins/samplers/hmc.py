@@ -138,6 +138,8 @@ class HMCConfig(SamplerConfig):
         target_acceptance: the acceptance rate the step's adaptation aims for.
         adapt_mass_matrix: estimate the diagonal inverse mass matrix in the
             adaptation phase (else it stays the identity).
+        max_step_size: the largest step adaptation may reach (``None``: no cap;
+            set one when adapting on an untrained, nearly flat energy).
         adaptation: ``"shared"`` (one step for all chains) or ``"per_chain"``.
         divergence_threshold: energy error above which a transition is divergent.
         clamp: ``(low, high)``: keep every sample in this box (start projected,
@@ -152,6 +154,7 @@ class HMCConfig(SamplerConfig):
     warmup_steps: int = attrs.field(default=0, validator=non_negative_int)
     target_acceptance: float = attrs.field(default=0.8, validator=in_range(0, 1, low_open=True, high_open=True))
     adapt_mass_matrix: bool = True
+    max_step_size: float | None = attrs.field(default=None, validator=optional(positive))
     adaptation: str = attrs.field(default="shared", validator=one_of(ADAPTATIONS))
     divergence_threshold: float = attrs.field(default=1000.0, validator=positive)
     clamp: tuple[float, float] | None = attrs.field(default=None, converter=as_tuple, validator=optional(box))
@@ -311,7 +314,7 @@ class AdaptiveHMCSampler(HMCSampler):
         acceptance = info.acceptance_rate
         if c.adaptation == "shared":
             acceptance = jnp.mean(jnp.where(jnp.isfinite(acceptance), acceptance, 0.0))
-        step = dual_averaging_update(adaptation.step, acceptance, c.target_acceptance)
+        step = dual_averaging_update(adaptation.step, acceptance, c.target_acceptance, c.max_step_size)
         variance, inv_mass = adaptation.variance, adaptation.inverse_mass_matrix
         if self._windows is not None and len(self._windows):
             flags = jnp.asarray(self._windows)[jnp.minimum(count, len(self._windows) - 1)]

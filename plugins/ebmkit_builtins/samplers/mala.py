@@ -94,6 +94,9 @@ class MALAConfig(SamplerConfig):
         target_acceptance: the acceptance rate adaptation aims for.
         adaptation: ``"per_chain"`` (one step per chain) or ``"shared"``.
         keep_adapting: never freeze the step (inexact; for moving targets).
+        max_step_size: the largest step adaptation may reach (``None``: no cap).
+            An untrained EBM's energy is nearly flat, where every proposal is
+            accepted and an uncapped step grows without bound.
         clamp: ``(low, high)``: sample the target restricted to this box, or ``None``.
     """
 
@@ -103,6 +106,7 @@ class MALAConfig(SamplerConfig):
     target_acceptance: float = attrs.field(default=0.574, validator=in_range(0, 1, low_open=True, high_open=True))
     adaptation: str = attrs.field(default="per_chain", validator=one_of(ADAPTATIONS))
     keep_adapting: bool = False
+    max_step_size: float | None = attrs.field(default=1.0, validator=optional(positive))
     clamp: tuple[float, float] | None = attrs.field(default=None, converter=as_tuple, validator=optional(box))
 
 
@@ -190,7 +194,9 @@ class AdaptiveMALASampler(MALASampler):
         acceptance = info.acceptance_rate
         if self.config.adaptation == "shared":
             acceptance = jnp.mean(jnp.where(jnp.isfinite(acceptance), acceptance, 0.0))
-        new = dual_averaging_update(adaptation, acceptance, self.config.target_acceptance)
+        new = dual_averaging_update(
+            adaptation, acceptance, self.config.target_acceptance, self.config.max_step_size
+        )
         if self.config.keep_adapting:
             return new
         # At the end of the phase the chain keeps the averaged step; after it, nothing moves.

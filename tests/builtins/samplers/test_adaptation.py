@@ -185,3 +185,20 @@ def test_replica_exchange_config_errors():
         make("replica_exchange", temperatures=[2.0, 4.0])
     with pytest.raises(ValueError, match="its own base"):
         make("replica_exchange", base="replica_exchange")
+
+
+def test_adaptation_on_a_flat_energy_stops_at_the_cap():
+    # An untrained EBM is nearly flat: every proposal is accepted and dual
+    # averaging would grow the step without bound (it reached inf before the cap).
+    def flat(x):
+        return 1e-3 * jnp.sum(x, axis=-1)
+
+    sampler = make("mala", warmup_steps=200, max_step_size=0.5)
+    x, adaptation = jax.jit(lambda k, x: warmup(k, sampler, x, flat))(jax.random.key(0), jnp.zeros((16, 2)))
+    np.testing.assert_allclose(np.exp(np.asarray(adaptation.log_step)), 0.5, rtol=1e-5)
+    assert bool(jnp.isfinite(x).all())
+    uncapped = make("mala", warmup_steps=200, max_step_size=None)
+    _, free = jax.jit(lambda k, x: warmup(k, uncapped, x, flat))(jax.random.key(0), jnp.zeros((16, 2)))
+    # Without it the steps overshoot until proposals overflow, then collapse:
+    # they end up scattered over dozens of orders of magnitude.
+    assert float(np.ptp(np.asarray(free.log_step))) > 20
