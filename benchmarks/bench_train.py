@@ -18,6 +18,12 @@ pool of 100,000 points indexed at random, K Langevin steps in ``lax.scan``,
 energy-magnitude regulariser), ``optax.adam(1e-3)``, a Python loop over the
 jitted step (state donated). "reference (scan S)" also fuses S steps per call.
 
+"ebmkit guide path" is the seed guide's documented loop, ``for batch in
+loader: model.train_step(batch)``, on a model assembled with the same
+settings; the loader hands over device arrays drawn beforehand from the same
+100,000-point pool (the reference draws its batch inside its step), so what
+is timed is the model's own per-call work.
+
 Every case is timed round-robin in one process; the ratio is reference time /
 ebmkit time per round (> 1: ebmkit faster).
 """
@@ -150,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--num-steps", type=int, default=20, help="K, Langevin steps per update")
     parser.add_argument("--hidden", default="128,128")
+    parser.add_argument("--no-guide", dest="guide", action="store_false",
+                        help="skip the guide path (model.train_step in a Python loop)")
     parser.add_argument("--quick", action="store_true", help="--steps 100 --repeats 3 --spc 1,50")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -208,6 +216,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         cases[f"reference (scan {args.ref_scan})"] = run_reference_scan
 
+    if args.guide:
+        guide_model = ebmkit.assemble(**{k: v for k, v in overrides.items() if k != "train"},
+                                      train={"batch_size": args.batch})
+        rng = np.random.default_rng(1)
+        loader = [pool[rng.integers(0, pool.shape[0], args.batch)] for _ in range(args.steps)]
+        jax.block_until_ready(guide_model.train_step(loader[0]))  # compile
+
+        def run_guide() -> None:
+            metrics = None
+            for batch in loader:
+                metrics = guide_model.train_step(batch)
+            jax.block_until_ready(metrics)
+            jax.block_until_ready(guide_model.train_state())
+
+        cases["ebmkit guide path (model.train_step)"] = run_guide
+
     for spc in spcs:
         _common.log(f"bench_train: compiling Trainer steps_per_call={spc}")
         trainers[f"ebmkit Trainer (steps_per_call={spc})"] = TrainerCase(spc, args.steps, overrides)
@@ -219,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, case in trainers.items():
         summary[name]["trainer_reported_steps_per_s_last_round"] = case.last_reported
 
+    guide = "ebmkit guide path (model.train_step)"
     ebm_names = list(trainers)
     best = max(ebm_names, key=lambda n: summary[n]["wall"]["rate_median"])
     spc1 = next((n for n in ebm_names if n.endswith("=1)")), None)
@@ -228,6 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "best_case": best,
         "best_vs_reference": summary[best]["speed_vs_reference"],
         "best_target": 1.2,
+        "guide_vs_reference": summary[guide]["speed_vs_reference"] if guide in summary else None,
+        "guide_target": 1.0,
     }
     rows = []
     for name, c in summary.items():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -125,12 +126,11 @@ def _stream_key(rngs: nnx.Rngs, *names: str) -> jax.Array:
 
 
 def _check_finite(x: Any, what: str) -> None:
-    # Host data is checked on the host: no device round trip, no stall of the
-    # queue of steps already dispatched. Device data costs one small sync.
-    if isinstance(x, jax.Array):
-        bad = int(jnp.size(x) - jnp.count_nonzero(jnp.isfinite(x)))
-    else:
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    # Checked on the host. A device array is copied out (zero-copy on CPU): that
+    # waits only for the array itself, where a check computed on the device
+    # would queue behind the steps already dispatched and stall the loop.
+    host = np.asarray(x)
+    bad = int(np.size(host) - np.count_nonzero(np.isfinite(host)))
     if bad:
         raise ValueError(f"{what}: contains {bad} non-finite values (NaN or inf)")
 
@@ -325,6 +325,103 @@ class SampleBuffer:
 
     def __repr__(self) -> str:
         return f"SampleBuffer(filled={len(self)}, capacity={self.capacity})"
+
+
+#: The attributes of an EBM that hold the rest of its training state (each a
+#: pytree of nnx Variables, or None), by TrainState field.
+_STATE_ATTRS = (
+    ("loss_params", "loss_params"),
+    ("loss_state", "loss_state"),
+    ("opt_state", "opt_state"),
+    ("buffer_state", "buffer_state"),
+    ("sampler_state", "sampler_state"),
+    ("ema_params", "ema_params"),
+)
+
+
+def _variables(tree: Any) -> list[nnx.Variable]:
+    return jax.tree.leaves(tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+
+class _StepCache:
+    """What :meth:`EBM.train_step` keeps between calls so that a call costs
+    one dispatch of the compiled step, not a walk of the module.
+
+    It holds the last :class:`TrainState` and, for every leaf of it, the nnx
+    Variable that mirrors it in the module. A call is served from the cache
+    only if the module still holds exactly those Variables (``nnx.iter_graph``
+    finds the same objects) with exactly those arrays in them (identity, not
+    equality): ``nnx.update``, an ``nnx.Optimizer`` step, a checkpoint restore
+    or assigning an attribute all replace an array or a Variable, and the next
+    call rebuilds the state from the module. After a step the new arrays are
+    written into the same Variables, so the module is always current.
+    """
+
+    def __init__(self, model: EBM, state: TrainState, step: Any, key: tuple, graph_vars: list[nnx.Variable]):
+        self.step = step
+        self.key = key
+        self.graph_vars = graph_vars
+        by_path = {path: v for path, v in nnx.iter_graph(model.energy_net) if isinstance(v, nnx.Variable)}
+        self.energy_vars = []
+        for tree in (state.energy_params, state.energy_state):
+            paths = [tuple(getattr(k, "key", getattr(k, "idx", k)) for k in path)
+                     for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+            self.energy_vars.append([by_path[p] for p in paths])
+        self.attrs = {name: getattr(model, name) for name, _ in _STATE_ATTRS}
+        self.attr_vars = {name: _variables(self.attrs[name]) for name, _ in _STATE_ATTRS}
+        self.state = state
+        self.leaves = self._leaves(state)
+
+    @staticmethod
+    def _leaves(state: TrainState) -> list[Any]:
+        return jax.tree.leaves(state)
+
+    def _all_vars(self, model: EBM) -> list[nnx.Variable]:
+        out = [*self.energy_vars[0], *self.energy_vars[1]]
+        for name, _field in _STATE_ATTRS:
+            out += self.attr_vars[name]
+        out.append(model.rng_key)
+        return out
+
+    def _state_order(self, state: TrainState) -> list[Any]:
+        """``state``'s leaves in the order of :meth:`_all_vars`."""
+        out = [*jax.tree.leaves(state.energy_params), *jax.tree.leaves(state.energy_state)]
+        for _, field in _STATE_ATTRS:
+            out += jax.tree.leaves(getattr(state, field))
+        out.append(state.rng_key)
+        return out
+
+    def valid(self, model: EBM, key: tuple, graph_vars: list[nnx.Variable]) -> bool:
+        if key != self.key or len(graph_vars) != len(self.graph_vars):
+            return False
+        if any(a is not b for a, b in zip(graph_vars, self.graph_vars, strict=True)):
+            return False
+        if any(getattr(model, name) is not self.attrs[name] for name, _ in _STATE_ATTRS):
+            return False
+        variables = self._all_vars(model)
+        arrays = self._state_order(self.state)
+        if len(variables) != len(arrays):
+            return False
+        return all(v.get_raw_value() is a for v, a in zip(variables, arrays, strict=True))
+
+    def write(self, model: EBM, state: TrainState) -> bool:
+        """Write ``state`` into the module's Variables in place; False when its
+        structure differs from the cached one (the caller then loads it fully)."""
+        if jax.tree.structure(state) != jax.tree.structure(self.state):
+            return False
+        variables = self._all_vars(model)
+        arrays = self._state_order(state)
+        if len(variables) != len(arrays):
+            return False
+        for v, a in zip(variables, arrays, strict=True):
+            v.set_raw_value(a)
+        self.state = state
+        return True
+
+
+#: EBM -> its _StepCache. Kept outside the module: an attribute would become
+#: part of the module's graph (and of every graphdef).
+_STEP_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class EBM(nnx.Module):
@@ -722,10 +819,28 @@ class EBM(nnx.Module):
         x = check_batch(raw, self.event_shape, "train_step(batch)")
         _check_finite(raw, "train_step(batch)")
         y = _labels_of(batch, x.shape[0], "train_step(batch)")
-        step = self.train_step_fn()
-        state, metrics = step(self.train_state(), Batch(x, y))
-        self.load_train_state(state)
+        # The state and the compiled step are reused while the module is
+        # untouched (see _StepCache); otherwise both are rebuilt from it.
+        graph_vars = [v for _, v in nnx.iter_graph(self.energy_net) if isinstance(v, nnx.Variable)]
+        key = self._step_key()
+        cache = _STEP_CACHES.get(self)
+        if cache is None or not cache.valid(self, key, graph_vars):
+            cache = None
+            _STEP_CACHES.pop(self, None)
+            state, step = self.train_state(), self.train_step_fn()
+        else:
+            state, step = cache.state, cache.step
+        new_state, metrics = step(state, Batch(x, y))
+        if cache is None or not cache.write(self, new_state):
+            self.load_train_state(new_state)
+            _STEP_CACHES[self] = _StepCache(self, new_state, step, key, graph_vars)
         return metrics
+
+    def _step_key(self) -> tuple:
+        """What the compiled step depends on besides the network's structure."""
+        static = None if self._sampler is None else tuple(sorted(self._sampler.tunables.items()))
+        return (id(self._sampler), id(self._loss), id(self._buffer), id(self._tx), self.num_steps, static,
+                id(self.data), self.ema_decay)
 
 
 class DeepEBM(EBM):

@@ -244,3 +244,81 @@ def test_learns_8gaussians_in_a_few_hundred_steps():
     # Uniform is 4.16 nats, the truth 2.83: demand at least half a nat of progress.
     assert result.nll < uniform_nll - 0.5, result
     assert result.edge_mass < 0.05
+
+
+# -- the guide path's step cache: the module stays the truth ---------------------------
+
+
+def _params(m):
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(m.energy_net, nnx.Param))]
+
+
+def _twins():
+    return ebmkit.assemble(SMALL), ebmkit.assemble(SMALL)
+
+
+def _slow_step(m, x):
+    """train_step with its cache dropped first: the state rebuilt from the module."""
+    from ebmkit.model import _STEP_CACHES
+
+    _STEP_CACHES.pop(m, None)
+    return m.train_step(x)
+
+
+def _same(a, b):
+    for x, y in zip(_params(a), _params(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    def host(v):
+        return np.asarray(jax.random.key_data(v) if jnp.issubdtype(v.dtype, jax.dtypes.prng_key) else v)
+
+    for x, y in zip(jax.tree.leaves(a.train_state()), jax.tree.leaves(b.train_state()), strict=True):
+        np.testing.assert_array_equal(host(x), host(y))
+
+
+def test_cached_train_steps_equal_steps_rebuilt_from_the_module(points):
+    fast, slow = _twins()
+    for _ in range(3):
+        fast.train_step(points)
+        _slow_step(slow, points)
+    _same(fast, slow)
+    # nnx.state reads what the steps wrote: the module is current after every call.
+    np.testing.assert_array_equal(
+        _params(fast)[0], np.asarray(jax.tree.leaves(fast.train_state().energy_params)[0])
+    )
+
+
+def test_train_step_sees_nnx_update_and_an_external_optimizer(points):
+    import optax
+
+    fast, slow = _twins()
+    for m, step in ((fast, ebmkit.EBM.train_step), (slow, _slow_step)):
+        step(m, points)
+        # nnx.update between steps: the next step starts from the updated values.
+        state = nnx.state(m.energy_net, nnx.Param)
+        nnx.update(m.energy_net, jax.tree.map(lambda v: v * 0.5, state))
+        step(m, points)
+        # An external nnx.Optimizer step on the network, then train_step again.
+        opt = nnx.Optimizer(m.energy_net, optax.sgd(0.1), wrt=nnx.Param)
+        grads = nnx.grad(lambda net: jnp.mean(net(jnp.asarray(points))))(m.energy_net)
+        opt.update(m.energy_net, grads)
+        step(m, points)
+        # Loading a state (e.g. a checkpoint's) replaces the Variables.
+        m.load_train_state(m.train_state())
+        step(m, points)
+    _same(fast, slow)
+    # And the halving really reached the step: without it, the parameters differ.
+    plain, _ = _twins()
+    for _ in range(4):
+        plain.train_step(points)
+    assert not np.allclose(_params(plain)[0], _params(fast)[0])
+
+
+def test_train_step_follows_a_changed_sampler_setting(points):
+    fast, slow = _twins()
+    fast.train_step(points)
+    _slow_step(slow, points)
+    for m in (fast, slow):
+        m.sampler.tunables["step_size"] = 0.5
+    fast.train_step(points)
+    _slow_step(slow, points)
+    _same(fast, slow)
