@@ -18,6 +18,9 @@ a known answer:
 * ``funnel``: Neal's funnel in 10-d, v ~ N(0, 3²), xᵢ | v ~ N(0, eᵛ); error of var v / 9.
 * ``8gaussians``: the exact density of the 8gaussians toy (what a trained
   toy energy approximates); the largest error of a mode's weight (1/8 each).
+* ``trained``: an energy trained here (``examples/8gaussians.toml``, 2,000
+  steps, about a minute); the largest error of a mode's weight against the
+  model's own weights, integrated on a 600 × 600 grid.
 
 BlackJAX runs NUTS and HMC after its window adaptation, and MALA at the step
 ebmkit's adaptation found, in the same process on the same targets; ESS comes
@@ -110,6 +113,45 @@ def _eight_error(draws):
 
 def _start_normal(key, n, d, scale=1.0):
     return scale * jax.random.normal(key, (n, d))
+
+
+def trained_target(steps: int = 2000) -> dict[str, Any]:
+    """A toy energy trained here (examples/8gaussians.toml, ``steps`` steps):
+    its known answer is its own mode weights, integrated on a fine grid."""
+    from flax import nnx
+
+    import ebmkit
+    from ebmkit.components import build_dataset, data_context
+    from ebmkit.nn.eval import graphdefs
+    from ebmkit.training import Trainer
+
+    root = Path(__file__).resolve().parents[1]
+    config = ebmkit.load_config(root / "examples" / "8gaussians.toml", overrides=[f"train.steps={steps}"])
+    dataset = build_dataset(config.dataset)
+    model = ebmkit.EBM(config, data=data_context(dataset))
+    Trainer(model, dataset, hooks=False, evaluate=lambda _t: {}).fit()
+    _, eval_graphdef = graphdefs(model.energy_net)
+    params, rest = model.eval_variables()
+
+    def energy(x):
+        return nnx.merge(eval_graphdef, params, rest)(x)
+
+    # The model's own weight of each mode: its density on a 600 x 600 grid over
+    # [-6, 6]^2 (the data lie within 3), each cell given to the nearest centre.
+    g = np.linspace(-6, 6, 600, dtype=np.float32)
+    pts = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    e = np.concatenate([np.asarray(jax.jit(energy)(pts[i:i + 40000])) for i in range(0, len(pts), 40000)])
+    p = np.exp(-(e - e.min()))
+    owner = np.argmin(((pts[:, None, :] - EIGHT_CENTERS) ** 2).sum(-1), axis=1)
+    truth = np.bincount(owner, weights=p, minlength=8) / p.sum()
+
+    def answer(draws):
+        flat = draws.reshape(-1, 2)
+        nearest = np.argmin(((flat[:, None, :] - EIGHT_CENTERS) ** 2).sum(-1), axis=1)
+        return float(np.max(np.abs(np.bincount(nearest, minlength=8) / len(flat) - truth)))
+
+    return {"energy": energy, "dim": 2, "answer": answer, "what": "max |mode weight − the model's own|",
+            "start": lambda k, n: _start_normal(k, n, 2)}
 
 
 TARGETS: dict[str, dict[str, Any]] = {
@@ -270,7 +312,7 @@ def evaluate(draws, acceptance, grads, seconds, divergences, extra, target):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--targets", default=",".join([*TARGETS, "trained"]))
     parser.add_argument("--chains", type=int, default=128)
     parser.add_argument("--grads", type=int, default=10000, help="gradient evaluations per chain after warm-up")
     parser.add_argument("--warmup", type=int, default=1000)
@@ -280,6 +322,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     tables = []
     for tname in [t for t in args.targets.split(",") if t]:
+        if tname == "trained":
+            _common.log("trained: training examples/8gaussians.toml for 2,000 steps")
+            TARGETS["trained"] = trained_target()
         target = TARGETS[tname]
         rows: dict[str, dict[str, Any]] = {}
         for label, (name, fields) in ebmkit_samplers(args.warmup).items():
