@@ -54,7 +54,21 @@ def test_bench_train_runs(capsys):
     ])
     report = _report(capsys)
     assert report["targets"]["spc1_vs_reference"]["wall"]["median"] > 0
+    assert report["targets"]["guide_vs_reference"]["wall"]["median"] > 0
     assert "ebmkit Trainer (steps_per_call=1)" in report["cases"]
+
+
+def test_bench_samplers_runs(capsys):
+    from benchmarks import samplers
+
+    samplers.main(["--targets", "mixture", "--chains", "4", "--grads", "40", "--warmup", "20"])
+    report = _report(capsys)
+    rows = report["results"]["mixture"]
+    assert {"ebmkit mala", "ebmkit replica_exchange (mala)", "blackjax nuts (window adaptation)"} <= set(rows)
+    # Four chains of a few draws: an ESS may be undefined (None), never negative.
+    assert all(0 <= r["answer"] <= 1 for r in rows.values())
+    assert all(r["ess_per_1000_grads"] is None or r["ess_per_1000_grads"] >= 0 for r in rows.values())
+    assert rows["ebmkit mala"]["ess_per_1000_grads"] > 0
 
 
 def test_bench_roofline_runs(capsys):
