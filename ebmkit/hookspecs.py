@@ -99,6 +99,25 @@ def ebmkit_checkpoint_saved(step: int, path: Path) -> None:
 
 
 @hookspec
+def ebmkit_plot_saved(run_dir: Path, step: int, path: Path) -> None:
+    """Called after a run's plot has been written completely.
+
+    :func:`ebmkit.train_job` (and so ``ebmkit train``) writes its plots
+    (``samples.png``, ``energy.png``, ``curves.png``; which ones depends on the
+    model and the data) after training, so this hook is called after
+    :func:`ebmkit_run_end`, once per file. A bare :class:`~ebmkit.training.Trainer`
+    writes no plots and never calls it.
+
+    Args:
+        run_dir: the run directory.
+        step: the step of the model the plot shows (the run's last step).
+        path: the PNG file, in ``run_dir``.
+
+    Every implementation is called; return values are ignored.
+    """
+
+
+@hookspec
 def ebmkit_run_end(
     config: Config, run_dir: Path | None, summary: dict[str, Any], error: BaseException | None
 ) -> None:

@@ -219,6 +219,8 @@ def _train_in(run_dir: Path, cfg: Config, *, resume: bool, progress: bool | str,
         return summary
     if plots:
         summary["plots"] = write_artifacts(model, dataset, result, run_dir)
+        for name in summary["plots"]:
+            trainer.call_hook("ebmkit_plot_saved", run_dir=run_dir, step=trainer.step, path=run_dir / name)
     with open(run_dir / "summary.json", "w", encoding="utf-8") as fh:
         json.dump(jsonable(summary), fh, indent=2)
     return summary

@@ -290,6 +290,7 @@ def test_every_hook_is_documented():
     assert hook_names() == [
         "ebmkit_checkpoint_saved",
         "ebmkit_cli_commands",
+        "ebmkit_plot_saved",
         "ebmkit_run_end",
         "ebmkit_run_start",
         "ebmkit_step_end",
@@ -328,3 +329,30 @@ def test_a_plugin_raising_in_a_step_hook_is_disabled_and_the_run_goes_on(plugins
             ebmkit.train_job(None, overrides=sets, out=tmp_path / "strict", plots=False)
     finally:
         get_plugin_manager().unregister(flaky)
+
+
+def test_plot_saved_is_called_for_each_plot_after_the_run_ends(plugins, tmp_path):
+    import ebmkit
+
+    calls = []
+
+    class Recorder:
+        @hookspecs.hookimpl
+        def ebmkit_run_end(self, run_dir, error):
+            calls.append(("run_end", run_dir, error))
+
+        @hookspecs.hookimpl
+        def ebmkit_plot_saved(self, run_dir, step, path):
+            assert path.is_file() and path.parent == run_dir  # written completely before the call
+            calls.append(("plot_saved", step, path.name))
+
+    recorder = register_plugin(Recorder())
+    sets = ["energy.hidden_dims=[8]", "sampler.num_steps=2", "train.batch_size=16", "buffer.capacity=64",
+            "train.steps=10", "train.log_every=5"]
+    try:
+        summary = ebmkit.train_job(None, overrides=sets, out=tmp_path / "run")
+    finally:
+        get_plugin_manager().unregister(recorder)
+    assert calls[0] == ("run_end", tmp_path / "run", None)
+    assert calls[1:] == [("plot_saved", 10, name) for name in summary["plots"]]
+    assert sorted(summary["plots"]) == ["curves.png", "energy.png", "samples.png"]

@@ -393,6 +393,15 @@ class Trainer:
                 )
                 self._disabled_plugins.add(id(impl.plugin))
 
+    def call_hook(self, name: str, **kwargs: Any) -> None:
+        """Call host hook ``name`` for this run the way the trainer does: on
+        the main process only, on the plugins the run uses (none but its own
+        with ``hooks=False``), a raising third-party plugin disabled rather
+        than fatal. For code that writes a run's files after :meth:`fit`, such
+        as :func:`ebmkit.train_job`'s plots (``ebmkit_plot_saved``); before the
+        first :meth:`fit` it does nothing."""
+        self._hook(name, **kwargs)
+
     @contextlib.contextmanager
     def _catch_stop_signals(self) -> Iterator[None]:
         """On SIGINT/SIGTERM, finish the step in flight, save, and stop; a
