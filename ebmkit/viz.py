@@ -1,5 +1,5 @@
 """Plots of energy-based models: energy landscapes, samples, image grids,
-training curves and energy histograms.
+training curves, energy histograms and sweeps.
 
 Every function builds a :class:`matplotlib.figure.Figure` on the Agg canvas
 directly, without pyplot: nothing is shown, no global backend is switched and
@@ -30,6 +30,7 @@ __all__ = [
     "plot_samples",
     "plot_energy_histogram",
     "read_metrics",
+    "plot_sweep",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -533,3 +534,81 @@ def plot_energy_histogram(
     _save(fig, path)
     return fig
 
+
+
+# -- sweeps ----------------------------------------------------------------------------
+
+
+def _setting_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _setting_text(value: Any) -> str:
+    return value if isinstance(value, str) else _setting_key(value)
+
+
+def plot_sweep(
+    rows: Sequence[Mapping[str, Any]],
+    fields: Sequence[str],
+    metric: str,
+    path: PathLike | None = None,
+    *,
+    title: str | None = None,
+    max_lines: int = 6,
+) -> Figure:
+    """A sweep's ``metric`` against each swept setting, mean ± std over seeds.
+
+    Args:
+        rows: one mapping per run, holding each of ``fields`` and ``metric``
+            (runs whose metric is missing or not finite are left out).
+        fields: the swept settings, one panel each.
+        metric: the figure to plot.
+        path: where to write the figure.
+        title: the figure title.
+        max_lines: within a panel, one line per combination of the other
+            settings' values, up to this many; with more, one line averages
+            over all of them.
+
+    Raises:
+        ValueError: no fields.
+    """
+    if not fields:
+        raise ValueError("plot_sweep: no swept settings to plot against")
+    fig = _figure(4.4 * len(fields), 3.6)
+    panels = fig.subplots(1, len(fields), squeeze=False)[0]
+    for ax, field in zip(panels, fields, strict=True):
+        xs = list({_setting_key(r[field]): r[field] for r in rows}.values())
+        others = [f for f in fields if f != field]
+        groups = list({tuple(_setting_key(r[o]) for o in others): tuple(r[o] for o in others) for r in rows}.items())
+        pooled = len(groups) > max_lines
+        if pooled:
+            groups = [((), ())]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        positions = np.asarray(xs, dtype=np.float64) if numeric else np.arange(len(xs), dtype=np.float64)
+        order = np.argsort(positions)
+        for keys, values in groups:
+            means, stds = [], []
+            for x in xs:
+                picked = [float(r[metric]) for r in rows
+                          if _setting_key(r[field]) == _setting_key(x)
+                          and (pooled or tuple(_setting_key(r[o]) for o in others) == keys)
+                          and isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
+                means.append(float(np.mean(picked)) if picked else np.nan)
+                stds.append(float(np.std(picked)) if picked else np.nan)
+            label = ", ".join(f"{o}={_setting_text(v)}" for o, v in zip(others, values, strict=True)) or None
+            ax.errorbar(positions[order], np.asarray(means)[order], yerr=np.asarray(stds)[order], marker="o",
+                        capsize=3, label=label)
+        if numeric and positions.min() > 0 and positions.max() >= 20 * positions.min():
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(positions, labels=[_setting_text(x) for x in xs])
+        ax.set_xlabel(field)
+        ax.set_ylabel(metric)
+        if pooled:
+            ax.set_title(f"averaged over the other {len(others)} setting(s)", fontsize="small")
+        elif others:
+            ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title if title is not None else f"{metric}: mean ± std over seeds")
+    _save(fig, path)
+    return fig

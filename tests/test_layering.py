@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distributed", "evaluate"),
     ("training",),
     ("model", "viz"),
-    ("assemble", "job", "run"),
+    ("assemble", "job", "run", "sweep"),
     ("compat", "testing"),
     ("cli",),
 )

@@ -267,9 +267,11 @@ def _version_text(version: str | None) -> str:
 from ebmkit.cli import config as _config_commands  # noqa: E402,F401
 from ebmkit.cli import plugins as _plugin_commands  # noqa: E402,F401
 from ebmkit.cli import runs as _run_commands  # noqa: E402,F401
+from ebmkit.cli.sweep import sweep_command  # noqa: E402
 from ebmkit.cli.train import train_command  # noqa: E402
 
 cli.add_command(train_command)
+cli.add_command(sweep_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
