@@ -142,8 +142,9 @@ def build_kernel(clamp: tuple[float, float] | None = None) -> Callable[..., tupl
             return -jnp.sum(d * d, axis=axes) / (4.0 * eps_b)
 
         log_alpha = -(e_new - e) + log_q(x, proposal, g_new) - log_q(proposal, x, g)
-        _, proposal_bad = per_chain_diagnostics(proposal, e_new, g_new)
-        valid = ~proposal_bad & ~jnp.isnan(log_alpha)
+        # A non-finite proposal energy or gradient makes log_alpha NaN or
+        # infinite: one test rejects them all.
+        valid = jnp.isfinite(log_alpha)
         if clamp is not None:
             valid &= jnp.all((proposal >= clamp[0]) & (proposal <= clamp[1]), axis=axes)
         accept_prob = jnp.where(valid, jnp.exp(jnp.minimum(log_alpha, 0.0)), 0.0).astype(jnp.float32)
