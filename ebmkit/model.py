@@ -699,7 +699,8 @@ class EBM(nnx.Module):
             n_samples: number of chains (> 0).
             shape: the event shape; must equal the model's (default).
             n_steps: chain length (default: the sampler's ``num_steps``).
-            step_size, noise_scale: override the sampler's tunables.
+            step_size: overrides the sampler's tunable of that name.
+            noise_scale: overrides the sampler's tunable of that name.
             rng_key: a ``jax.random.key``; default: the model's own key.
             preset: ``quick``, ``standard`` or ``quality``: the guide's chain
                 length, step size and noise (explicit arguments win).

@@ -209,7 +209,8 @@ def grid_nll(
         outer_factor: the frame reaches this many box half-widths from the centre.
         outer_cells: cells per axis of the frame's coarse grid.
         far_factor: the far-field shells reach this many half-widths.
-        far_radii, far_angles: the far field's resolution.
+        far_radii: the far field's resolution along the radius.
+        far_angles: the far field's resolution around the circle.
 
     Raises:
         ValueError: test points are not 2-D.
