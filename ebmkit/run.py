@@ -92,17 +92,26 @@ class Run:
             ``{"run_dir", "step", "evaluated_with", "evaluation": {...},
             "diagnostics": {...}}``; ``evaluation`` is
             :func:`ebmkit.evaluate.evaluate_dataset` (grid NLL and KL gap for
-            2-D data sets, empty otherwise); ``evaluated_with`` is ``"ema"``
-            or ``"live"`` (``model.evaluate_with``).
+            2-D data sets, empty otherwise); ``diagnostics`` is
+            :meth:`diagnose` without the fit figures ``evaluation`` already
+            holds; ``evaluated_with`` is ``"ema"`` or ``"live"``
+            (``model.evaluate_with``).
         """
         from ebmkit.evaluate import evaluate_dataset
 
+        evaluation = evaluate_dataset(self.model.energy, self.dataset)
+        diagnostics = self.diagnose(n_samples=n_samples, n_steps=n_steps, seed=seed)
+        # The diagnosis repeats the fit on a quicker grid; the evaluation's
+        # figures are the finer ones, so each is reported once.
+        for key in ("kl_gap", "tail_mass"):
+            if key in evaluation:
+                diagnostics.pop(key, None)
         return {
             "run_dir": str(self.run_dir),
             "step": self.step,
             "evaluated_with": self.model.evaluate_with,
-            "evaluation": evaluate_dataset(self.model.energy, self.dataset),
-            "diagnostics": self.diagnose(n_samples=n_samples, n_steps=n_steps, seed=seed),
+            "evaluation": evaluation,
+            "diagnostics": diagnostics,
         }
 
     def plot_samples(self, samples: Any, path: PathLike, *, n_data: int = 2000) -> bool:

@@ -221,6 +221,8 @@ def test_evaluate_command_json_and_table(trained):
     # The chains' mixing: 64 chains x 8 recorded steps.
     chains = report["diagnostics"]
     assert 0 < chains["ess_bulk"] <= 64 * 8 * 1.5 and chains["rhat"] > 0.9 and chains["ess_per_1000_grads"] > 0
+    # Each fit figure once: the evaluation's (finer grid), not again in the diagnostics.
+    assert "kl_gap" not in chains and "tail_mass" not in chains
     assert json.loads((run_dir / "evaluation.json").read_text(encoding="utf-8")) == report
 
     table = invoke("evaluate", run_dir, "--steps", 16)
