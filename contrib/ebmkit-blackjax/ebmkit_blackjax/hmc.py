@@ -23,21 +23,17 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import attrs
-import jax
 import jax.numpy as jnp
 from blackjax.mcmc import hmc as blackjax_hmc
 
 from ebmkit.config import SamplerConfig, config_class
 from ebmkit.config.validators import positive, positive_int
 from ebmkit.registry import ComponentSpec
-from ebmkit.sampling import BoundSampler, per_chain_diagnostics
+from ebmkit.sampling import BoundSampler
 from ebmkit.types import Array, BuildContext, EnergyFn, PRNGKey, SamplerState
 from ebmkit_blackjax._common import (
-    event_size,
+    hamiltonian_transition,
     init,
-    logdensity_of,
-    per_chain_diagonal,
-    per_chain_scalar,
 )
 
 __all__ = ["HMCConfig", "HMCState", "HMCInfo", "HMCSampler", "init", "build_kernel", "spec"]
@@ -102,32 +98,17 @@ def build_kernel(num_integration_steps: int = 10) -> Callable[..., tuple[HMCStat
         step_size: float | Array,
         inverse_mass_matrix: float | Array = 1.0,
     ) -> tuple[HMCState, HMCInfo]:
-        logdensity = logdensity_of(energy_fn)
-
-        def step(key: PRNGKey, x: Array, energy: Array, grad: Array, h: Array, imm: Array):
-            chain = blackjax_hmc.HMCState(position=x, logdensity=-energy, logdensity_grad=-grad)
-            new, info = one_chain(key, chain, logdensity, h, imm, num_integration_steps)
-            return new.position, -new.logdensity, -new.logdensity_grad, info
-
-        n = state.position.shape[0]
-        keys = jax.random.split(rng_key, n)
-        x, energy, grad, info = jax.vmap(step)(
-            keys,
-            state.position,
-            state.energy,
-            state.grad,
-            per_chain_scalar(step_size, n),
-            per_chain_diagonal(inverse_mass_matrix, n, event_size(state.position)),
+        new_state, info, grad_norm, non_finite = hamiltonian_transition(
+            one_chain, num_integration_steps, rng_key, state, energy_fn, step_size, inverse_mass_matrix
         )
-        x = x.astype(state.position.dtype)
-        grad_norm, non_finite = per_chain_diagnostics(x, energy, grad)
+        x, energy, grad = new_state.position, new_state.energy, new_state.grad
         return HMCState(position=x, energy=energy, grad=grad), HMCInfo(
             acceptance_rate=info.acceptance_rate.astype(jnp.float32),
             grad_norm=grad_norm,
             non_finite=non_finite,
             is_accepted=info.is_accepted,
             is_divergent=info.is_divergent,
-            num_grad_evals=jnp.full((n,), num_integration_steps, jnp.float32),
+            num_grad_evals=jnp.full(energy.shape, num_integration_steps, jnp.float32),
         )
 
     return kernel

@@ -34,20 +34,16 @@ import attrs
 import jax
 import jax.numpy as jnp
 from blackjax.adaptation import window_adaptation
-from blackjax.mcmc import hmc as blackjax_hmc
 from blackjax.mcmc import nuts as blackjax_nuts
 
 from ebmkit.config import SamplerConfig, config_class
 from ebmkit.config.validators import in_range, non_negative_int, positive, positive_int
 from ebmkit.registry import ComponentSpec
-from ebmkit.sampling import BoundSampler, per_chain_diagnostics
+from ebmkit.sampling import BoundSampler
 from ebmkit.types import Array, BuildContext, EnergyFn, PRNGKey, SamplerState
 from ebmkit_blackjax._common import (
-    event_size,
+    hamiltonian_transition,
     init,
-    logdensity_of,
-    per_chain_diagonal,
-    per_chain_scalar,
 )
 
 __all__ = [
@@ -144,25 +140,10 @@ def build_kernel(max_num_doublings: int = 10) -> Callable[..., tuple[NUTSState, 
         step_size: float | Array,
         inverse_mass_matrix: float | Array = 1.0,
     ) -> tuple[NUTSState, NUTSInfo]:
-        logdensity = logdensity_of(energy_fn)
-
-        def step(key: PRNGKey, x: Array, energy: Array, grad: Array, h: Array, imm: Array):
-            chain = blackjax_hmc.HMCState(position=x, logdensity=-energy, logdensity_grad=-grad)
-            new, info = one_chain(key, chain, logdensity, h, imm, max_num_doublings)
-            return new.position, -new.logdensity, -new.logdensity_grad, info
-
-        n = state.position.shape[0]
-        keys = jax.random.split(rng_key, n)
-        x, energy, grad, info = jax.vmap(step)(
-            keys,
-            state.position,
-            state.energy,
-            state.grad,
-            per_chain_scalar(step_size, n),
-            per_chain_diagonal(inverse_mass_matrix, n, event_size(state.position)),
+        new_state, info, grad_norm, non_finite = hamiltonian_transition(
+            one_chain, max_num_doublings, rng_key, state, energy_fn, step_size, inverse_mass_matrix
         )
-        x = x.astype(state.position.dtype)
-        grad_norm, non_finite = per_chain_diagnostics(x, energy, grad)
+        x, energy, grad = new_state.position, new_state.energy, new_state.grad
         # BlackJAX averages min(1, exp(-ΔH)) over the trajectory in float32,
         # which can land a rounding error above 1.
         acceptance_rate = jnp.clip(info.acceptance_rate.astype(jnp.float32), 0.0, 1.0)
