@@ -18,7 +18,7 @@ drawn, neither of which changes the distribution:
 squares) and ``rings`` (four uniform circles blurred by isotropic Gaussian noise,
 whose density is a Rice-type Bessel expression, see :class:`Rings`).
 ``entropy`` is the true differential entropy in nats (``checkerboard``: ln 32
-exactly; the others by Monte Carlo with the exact density, see REFERENCE.md).
+exactly; the others by Monte Carlo with the exact density; docs/components/datasets.md gives the standard errors).
 
 ``noise_std`` is a training augmentation: it blurs :meth:`sample` only, while
 ``held_out``, ``log_prob`` and ``entropy`` describe the clean distribution.
