@@ -21,6 +21,7 @@ __all__ = [
     "RunError",
     "RunDirectoryError",
     "ClassifierWeightsError",
+    "MetricError",
     "ConfigError",
     "ConfigProblem",
     "UnknownComponentError",
@@ -189,6 +190,10 @@ class RunDirectoryError(EbmkitError):
 
 class ClassifierWeightsError(EbmkitError, ValueError):
     """A feature classifier's weights file is missing, corrupt or does not fit."""
+
+
+class MetricError(EbmkitError, ValueError):
+    """The metric a sweep sorts or optimises by is in no run's ``summary.json``."""
 
 
 class TrainingInterrupted(EbmkitError):

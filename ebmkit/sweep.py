@@ -45,6 +45,8 @@ __all__ = [
     "plan_sweep",
     "run_state",
     "run_sweep",
+    "train_point",
+    "read_summary",
     "default_metric",
     "metric_names",
     "toml_inline",
@@ -88,18 +90,20 @@ class SweepPoint:
     Attributes:
         name: the run directory's name under the sweep's folder, e.g.
             ``sampler.step_size=0.005,loss.alpha=0.05,seed=0``.
-        values: ``(key, value)`` per grid axis, in the grid's order.
+        values: ``(key, value)`` per grid axis, in the grid's order (a
+            search's trial: ``("trial", N)``, then each searched setting).
         seed: the run's ``train.seed``.
         overrides: the ``--set`` texts that make its config from the base
             config file (the sweep's own, then the axes', then the seed).
-        config: the resolved config.
+        config: the resolved config (``None`` for a search's trial whose
+            settings make no valid config).
     """
 
     name: str
     values: tuple[tuple[str, Any], ...]
     seed: int
     overrides: tuple[str, ...]
-    config: Config = attrs.field(eq=False, repr=False)
+    config: Config | None = attrs.field(eq=False, repr=False)
 
 
 @attrs.frozen
@@ -246,7 +250,9 @@ def plan_sweep(
     points: list[SweepPoint] = []
     for combo in itertools.product(*(axis.values for axis in axes)):
         values = tuple(zip(keys, combo, strict=True))
-        grid_sets = [axis.override(v) for axis, v in zip(axes, combo, strict=True)]
+        # A component's choice replaces its table: set it before the settings inside it.
+        ordered = sorted(zip(axes, combo, strict=True), key=lambda av: av[0].key.count("."))
+        grid_sets = [axis.override(v) for axis, v in ordered]
         for seed in range(first_seed, first_seed + seeds):
             sets = (*overrides, *grid_sets, f"train.seed={seed}")
             name = _run_name(values, seed)
@@ -345,11 +351,12 @@ def run_state(run_dir: PathLike, config: Config) -> str:
 # -- running -------------------------------------------------------------------------
 
 
-def _train_point(config: PathLike | None, overrides: Sequence[str], run_dir: str, resume: bool,
-                 plots: bool, in_process: bool) -> tuple[str, str | None, float]:
+def train_point(config: PathLike | None, overrides: Sequence[str], run_dir: str, resume: bool,
+                plots: bool, in_process: bool) -> tuple[str, str | None, float]:
     """Train one point; ``(outcome, error, seconds)`` with outcome ``ok``,
     ``failed`` or ``interrupted``. Runs in a spawned worker for parallel sweeps (module
-    level, so the worker can import it)."""
+    level, so the worker can import it). ``in_process``: let an interrupt or
+    an unexpected error through instead of reporting it."""
     from ebmkit.job import train_job
 
     started = time.perf_counter()
@@ -368,7 +375,8 @@ def _train_point(config: PathLike | None, overrides: Sequence[str], run_dir: str
     return "ok", None, time.perf_counter() - started
 
 
-def _read_summary(run_dir: Path) -> dict[str, Any]:
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's ``summary.json``."""
     with open(run_dir / "summary.json", encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -418,7 +426,7 @@ def run_sweep(
     todo = []
     for point, run_dir, state in states:
         if state == "finished":
-            yield SweepResult(point=point, run_dir=run_dir, status="skipped", summary=_read_summary(run_dir))
+            yield SweepResult(point=point, run_dir=run_dir, status="skipped", summary=read_summary(run_dir))
         else:
             todo.append((point, run_dir, state == "resume"))
     config_arg = str(config) if config is not None else None
@@ -427,7 +435,7 @@ def run_sweep(
                seconds: float) -> SweepResult:
         if outcome == "ok":
             return SweepResult(point=point, run_dir=run_dir, status="resumed" if resume else "trained",
-                               summary=_read_summary(run_dir), seconds=seconds)
+                               summary=read_summary(run_dir), seconds=seconds)
         return SweepResult(point=point, run_dir=run_dir, status="failed", error=error, seconds=seconds)
 
     if jobs <= 1 or len(todo) <= 1:
@@ -435,7 +443,7 @@ def run_sweep(
             if on_start is not None:
                 on_start(point, "resumed" if resume else "trained")
             yield result(point, run_dir, resume,
-                         *_train_point(config_arg, point.overrides, str(run_dir), resume, plots, True))
+                         *train_point(config_arg, point.overrides, str(run_dir), resume, plots, True))
         return
 
     import multiprocessing
@@ -445,7 +453,7 @@ def run_sweep(
                                max_tasks_per_child=1)
     try:
         futures = {
-            pool.submit(_train_point, config_arg, point.overrides, str(run_dir), resume, plots, False):
+            pool.submit(train_point, config_arg, point.overrides, str(run_dir), resume, plots, False):
                 (point, run_dir, resume)
             for point, run_dir, resume in todo
         }

@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distributed", "evaluate"),
     ("training",),
     ("model", "viz"),
-    ("assemble", "job", "run", "sweep"),
+    ("assemble", "job", "run", "sweep", "search"),
     ("compat", "testing"),
     ("cli",),
 )

@@ -49,23 +49,48 @@ def _number(value: Any) -> float:
 @click.option("--maximize", is_flag=True, help="Higher --metric is better (default: lower is better).")
 @click.option("--plots/--no-plots", default=True, show_default=True,
               help="Write each run's samples.png, energy.png and curves.png.")
-def sweep_command(config_file, grids, seeds, out, overrides, steps, jobs, metric, maximize, plots):
-    """Train every combination of the --grid values × --seeds seeds.
+@click.option("--trials", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Search instead of a grid: Optuna draws N trials in all from the --search spaces "
+                   "(needs ebmkit-jax[sweep]); running again continues the study in OUT/study.db.")
+@click.option("--search", "searches", multiple=True, metavar="KEY=DIST",
+              help="A searched setting: uniform(LOW, HIGH), loguniform(LOW, HIGH), int(LOW, HIGH), "
+                   "logint(LOW, HIGH) or choice(V1, V2, ...), e.g. --search 'sampler.step_size=loguniform(1e-3, "
+                   "1e-1)' (repeatable; with --trials).")
+@click.option("--sampler", "search_sampler", type=click.Choice(["tpe", "random"]), default=None,
+              help="How --trials draws settings: Optuna's TPE sampler, or at random.  [default: tpe]")
+def sweep_command(config_file, grids, seeds, out, overrides, steps, jobs, metric, maximize, plots, trials, searches,
+                  search_sampler):
+    """Train every combination of the --grid values × --seeds seeds, or
+    --trials N settings drawn from the --search spaces.
 
-    Each run is an ordinary `ebmkit train` run in OUT/<setting=value,...,seed=N>.
-    Running the same sweep again skips the runs that finished and resumes
-    interrupted ones. Writes OUT/sweep.csv (one row per run: the swept
-    settings, the seed and the run's summary figures), prints the runs sorted
-    by --metric, and writes OUT/sweep.png (the metric against each swept
-    setting, mean ± std over seeds).
+    Each run is an ordinary `ebmkit train` run in OUT/<setting=value,...,seed=N>
+    (OUT/trial=N,seed=S for a search). Running the same sweep again skips the
+    runs that finished and resumes interrupted ones. Writes OUT/sweep.csv (one
+    row per run: the swept settings, the seed and the run's summary figures),
+    prints the runs sorted by --metric, and writes OUT/sweep.png (the metric
+    against each swept setting, mean ± std over seeds).
 
-    Every combination's config is checked before anything trains.
+    Every combination's config (a search: each range's ends, each choice) is
+    checked before anything trains.
     """
     from ebmkit.config import load_config
     from ebmkit.errors import ConfigError, TrainingInterrupted
     from ebmkit.sweep import check_axis, parse_grid, plan_sweep, run_sweep
 
     sets = [*overrides, *([f"train.steps={steps}"] if steps is not None else [])]
+    if trials is not None or searches or search_sampler is not None:
+        if grids:
+            raise click.UsageError("--grid and --search do not mix: a search draws every value; write the grid "
+                                   "axis as a choice, e.g. --search 'sampler=choice(langevin, mala)'")
+        if not searches:
+            raise click.UsageError("--trials needs the settings to search: --search KEY=DIST, e.g. "
+                                   "--search 'sampler.step_size=loguniform(1e-3, 1e-1)'")
+        if trials is None:
+            raise click.UsageError("--search needs --trials N: the number of trials the study holds in all")
+        load_config(config_file, overrides=sets)
+        _search(config_file, searches, trials=trials, seeds=seeds, out=Path(out), sets=sets, jobs=jobs,
+                metric=metric, maximize=maximize, plots=plots, sampler=search_sampler or "tpe")
+        return
     load_config(config_file, overrides=sets)  # the base config's own errors first, as `ebmkit train` says them
     axes = []
     for text in grids:
@@ -120,12 +145,98 @@ def sweep_command(config_file, grids, seeds, out, overrides, steps, jobs, metric
         sys.exit(getattr(exc, "exit_code", 130))
 
     ordered = [results[p.name] for p in points]
-    _report(ordered, axes, out_dir, metric=metric, maximize=maximize)
+    _report(ordered, [a.key for a in axes], out_dir, metric=metric, maximize=maximize)
     failed = [r for r in ordered if r.status == "failed"]
     if failed:
         click.echo(f"Error: {len(failed)} of {len(ordered)} runs failed (see above); run the same command again "
                    "to retry them", err=True)
         raise click.exceptions.Exit(1)
+
+
+def _search(config_file: str | None, texts: Sequence[str], *, trials: int, seeds: int, out: Path,
+            sets: Sequence[str], jobs: int, metric: str | None, maximize: bool, plots: bool, sampler: str) -> None:
+    """``--trials N --search ...``: an Optuna study in OUT/study.db."""
+    from ebmkit.errors import ConfigError, MetricError, TrainingInterrupted
+
+    try:
+        from ebmkit.search import (
+            SearchStudy,
+            check_search_axis,
+            import_optuna,
+            parse_search,
+        )
+
+        optuna = import_optuna()
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    axes = []
+    for text in texts:
+        try:
+            axis = parse_search(text)
+            check_search_axis(config_file, axis, overrides=sets)
+        except ConfigError as exc:
+            raise click.BadParameter(_one_line(exc), param_hint=f"--search {text!r}") from None
+        if any(a.key == axis.key for a in axes):
+            raise click.BadParameter(f"{axis.key} is searched by an earlier --search too",
+                                     param_hint=f"--search {text!r}")
+        axes.append(axis)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with SearchStudy(config_file, axes, out, seeds=seeds, overrides=sets, sampler=sampler, metric=metric,
+                     maximize=maximize) as study:
+        ended, cut_short = study.trial_counts()
+        todo = max(0, trials - ended - cut_short) + cut_short
+        total = max(trials, ended + cut_short) * seeds
+        space = ", ".join(f"{a.key}={a.describe()}" for a in axes)
+        click.echo(f"sweep: {trials} trial{'s' * (trials != 1)} × {seeds} seed{'s' * (seeds != 1)} by {sampler} "
+                   f"over {space} in {out}" + (f", {jobs} at a time" if jobs > 1 else ""))
+        if ended or cut_short:
+            click.echo(f"the study has {ended} ended trial{'s' * (ended != 1)}"
+                       + (f" and {cut_short} cut short (finished first)" if cut_short else "")
+                       + f"; {todo} to run")
+        results = study.previous()
+        count = len(results)
+        width = len(str(total))
+
+        def counter() -> str:
+            return f"[{count + 1:>{width}}/{total}]"
+
+        def started(point, verb) -> None:  # noqa: ANN001
+            click.echo(f"{counter()} {'resuming' if verb == 'resumed' else 'training'} {point.name}")
+
+        try:
+            for result in study.run(trials, jobs=jobs, plots=plots, on_start=started if jobs == 1 else None):
+                line = f"{counter()} {result.status} {result.point.name}"
+                count += 1
+                results.append(result)
+                if result.status == "failed":
+                    click.echo(f"{line}: {result.error}", err=True)
+                    continue
+                figure = study.metric or metric or (
+                    "loss" if math.isnan(_number(result.summary.get("kl_gap"))) else "kl_gap")
+                click.echo(f"{line} ({figure} {_fmt(result.summary.get(figure))}, {result.seconds:.1f} s)")
+        except MetricError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metric") from None
+        except (KeyboardInterrupt, TrainingInterrupted) as exc:
+            if results:
+                _write_csv(results, out)
+            click.echo(f"sweep stopped{f': {exc}' if str(exc) else ''}; run the same command again to continue "
+                       "(the trials cut short are finished first)", err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
+        results.sort(key=lambda r: (r.point.values[0][1], r.point.seed))
+        keys = ["trial", *(a.key for a in axes)]
+        _report(results, keys, out, metric=study.metric or metric, maximize=maximize, best=False, short=True)
+        best = study.best()
+        failed = sorted({r.point.values[0][1] for r in results if r.status == "failed"})
+        if failed:
+            click.echo(f"{len(failed)} trial{'s' * (len(failed) != 1)} failed ({', '.join(map(str, failed))}); "
+                       "a failed trial counts toward --trials and is not run again", err=True)
+        if best is None:
+            click.echo("Error: no trial completed", err=True)
+            raise click.exceptions.Exit(1)
+        number, settings, value = best
+        over = f"mean over {seeds} seeds" if seeds > 1 else "one seed"
+        click.echo(f"best: trial {number} ({', '.join(f'{k}={_setting(v, True)}' for k, v in settings.items())}): "
+                   f"{study.metric} {value:.4g} ({over})")
 
 
 def _one_line(exc: Exception) -> str:
@@ -141,9 +252,10 @@ def _write_csv(results: Sequence[Any], out_dir: Path) -> Path:
     return path
 
 
-def _report(results: Sequence[Any], axes: Sequence[Any], out_dir: Path, *, metric: str | None,
-            maximize: bool) -> None:
-    """sweep.csv, the table sorted by the metric, the best setting and sweep.png."""
+def _report(results: Sequence[Any], keys: Sequence[str], out_dir: Path, *, metric: str | None,
+            maximize: bool, best: bool = True, short: bool = False) -> None:
+    """sweep.csv, the table sorted by the metric, the best setting (``best``)
+    and sweep.png; ``short`` shows float settings to 4 figures in the table."""
     from ebmkit.sweep import default_metric, metric_names
 
     csv_path = _write_csv(results, out_dir)
@@ -154,7 +266,6 @@ def _report(results: Sequence[Any], axes: Sequence[Any], out_dir: Path, *, metri
     elif summaries and metric not in known:
         raise click.BadParameter(f"no run's summary has {metric!r}; they have: {', '.join(known)}",
                                  param_hint="--metric")
-    keys = [a.key for a in axes]
 
     def rank(result: Any) -> tuple[int, float]:
         value = _number(result.summary.get(metric))
@@ -171,13 +282,13 @@ def _report(results: Sequence[Any], axes: Sequence[Any], out_dir: Path, *, metri
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
     for r in sorted(results, key=rank):
-        values = [_setting(v) for _, v in r.point.values]
+        values = [_setting(v, short) for _, v in r.point.values]
         table.add_row(*values, str(r.point.seed), _fmt(r.summary.get(metric)),
                       *(_fmt(r.summary.get(m)) for m in shown), r.status)
     _print_rich(table)
-    best = _best_setting(results, metric, maximize)
-    if best is not None and keys:
-        click.echo(f"best: {best}")
+    best_text = _best_setting(results, metric, maximize) if best else None
+    if best_text is not None and keys:
+        click.echo(f"best: {best_text}")
     written = [str(csv_path)]
     rows = [{**dict(r.point.values), "seed": r.point.seed, metric: _number(r.summary.get(metric))}
             for r in results]
@@ -190,9 +301,11 @@ def _report(results: Sequence[Any], axes: Sequence[Any], out_dir: Path, *, metri
     click.echo(f"wrote {' and '.join(written)}")
 
 
-def _setting(value: Any) -> str:
+def _setting(value: Any, short: bool = False) -> str:
     from ebmkit.sweep import toml_inline
 
+    if short and isinstance(value, float):
+        return f"{value:.4g}"
     return value if isinstance(value, str) else toml_inline(value)
 
 

@@ -144,6 +144,9 @@ def test_plan_names_seeds_and_duplicates():
         plan_sweep(None, [axes[0], axes[0]])
     with pytest.raises(ConfigError, match="loss.alpha"):
         parse_grid("loss.alpha=0.1")
+    # A component's choice is applied before the settings inside it, whatever the order of the axes.
+    (point,) = plan_sweep(None, [parse_grid("sampler.step_size=[0.5]"), parse_grid('sampler=["mala"]')])
+    assert type(point.config.sampler).__name__ == "MALAConfig" and point.config.sampler.step_size == 0.5
 
 
 def test_jobs_run_in_parallel_processes(tmp_path):
