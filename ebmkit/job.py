@@ -197,6 +197,11 @@ def _train_in(run_dir: Path, cfg: Config, *, resume: bool, progress: bool | str,
     result = trainer.fit(resume=resume)
     summary = {key: float("nan") for key in SUMMARY_KEYS}
     summary.update(result.summary)
+    if "labels" in cfg.needs and trainer.is_main_process:
+        # A labelled run (jem): the model is a classifier too.
+        from ebmkit.evaluate.classify import evaluate_classifier
+
+        summary.update(evaluate_classifier(model, dataset, seed=cfg.train.seed))
     summary["wall_time_s"] = time.perf_counter() - started
     summary["run_dir"] = str(run_dir)
     if getattr(trainer, "already_complete", False):
@@ -218,7 +223,8 @@ def _train_in(run_dir: Path, cfg: Config, *, resume: bool, progress: bool | str,
     if not trainer.is_main_process:
         return summary
     if plots:
-        summary["plots"] = write_artifacts(model, dataset, result, run_dir)
+        summary["plots"] = write_artifacts(model, dataset, result, run_dir, calibration=summary.get("calibration"),
+                                           ece=summary.get("ece"))
         for name in summary["plots"]:
             trainer.call_hook("ebmkit_plot_saved", run_dir=run_dir, step=trainer.step, path=run_dir / name)
     with open(run_dir / "summary.json", "w", encoding="utf-8") as fh:
@@ -252,12 +258,17 @@ def _record_changes(run_dir: Path, cfg: Config) -> None:
             fh.write(json.dumps({"changes": changes}) + "\n")
 
 
-def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path) -> list[str]:
+def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path, *,
+                    calibration: Mapping[str, Any] | None = None, ece: float | None = None) -> list[str]:
     """``samples.png`` (for a model with a sampler), ``energy.png`` and
-    ``curves.png`` for a finished run."""
+    ``curves.png`` for a finished run; for a labelled run with its
+    ``calibration`` bins also ``reliability.png`` and the per-class pictures
+    (:func:`write_class_artifacts`)."""
     from ebmkit import viz
 
     written = []
+    if calibration is not None:
+        written += write_class_artifacts(model, dataset, run_dir, calibration=calibration, ece=ece)
     key = jax.random.key(model.config.train.seed + 1)
     if model.sampler is None:
         if tuple(dataset.event_shape) == (2,):
@@ -277,7 +288,9 @@ def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path
         samples = np.asarray(model.generate(64, n_steps=max(model.num_steps, 60), rng_key=key))
         shape = tuple(dataset.event_shape)
         if len(shape) == 3 and shape[-1] in (1, 3):  # images: a grid; other shapes have no picture
-            viz.save_image_grid(samples, run_dir / "samples.png")
+            # Bits are 0/1: black and white, not the grey of -1..1's middle.
+            binary = str(getattr(dataset, "support", "continuous")) == "binary"
+            viz.save_image_grid(samples, run_dir / "samples.png", value_range=(0, 1) if binary else (-1, 1))
             written.append("samples.png")
         data = dataset.held_out(256)
         viz.plot_energy_histogram(
@@ -288,4 +301,30 @@ def write_artifacts(model: EBM, dataset: Any, result: TrainResult, run_dir: Path
         written += ["samples.png", "energy.png"]
     viz.plot_training_curves(result.history, run_dir / "curves.png")
     written.append("curves.png")
+    return written
+
+
+def write_class_artifacts(model: EBM, dataset: Any, run_dir: Path, *, calibration: Mapping[str, Any],
+                          ece: float | None = None, per_class: int = 10) -> list[str]:
+    """The pictures of a classifier run: ``reliability.png`` (the reliability
+    diagram), and ``class_densities.png`` (2-D data: ``p(x | y)`` per class)
+    or ``samples_by_class.png`` (images: one row of fresh conditional chains
+    per class, for a model with a sampler)."""
+    from ebmkit import viz
+
+    viz.plot_reliability_diagram(calibration, run_dir / "reliability.png", ece=ece)
+    written = ["reliability.png"]
+    k = int(dataset.num_classes)
+    shape = tuple(dataset.event_shape)
+    if shape == (2,):
+        x, y = dataset.held_out_labelled(2000) if hasattr(dataset, "held_out_labelled") else (None, None)
+        viz.plot_class_densities(model, bounds=dataset.bounds, data=x, labels=y, path=run_dir / "class_densities.png")
+        written.append("class_densities.png")
+    elif model.sampler is not None and len(shape) == 3 and shape[-1] in (1, 3):
+        labels = np.repeat(np.arange(k), per_class)
+        key = jax.random.key(model.config.train.seed + 2)
+        samples = np.asarray(model.generate(len(labels), n_steps=max(model.num_steps, 60), rng_key=key,
+                                            labels=labels))
+        viz.save_image_grid(samples, run_dir / "samples_by_class.png", nrow=per_class)
+        written.append("samples_by_class.png")
     return written

@@ -45,7 +45,7 @@ from ebmkit.nn import (
     graphdefs,
     split_energy,
 )
-from ebmkit.sampling import run_chain, tunables_for, warmup
+from ebmkit.sampling import BoundEnergy, run_chain, tunables_for, warmup
 from ebmkit.training.optim import lr_schedule, make_optimizer
 from ebmkit.training.step import TrainState, jitted_train_step, make_train_step
 from ebmkit.types import Adaptive, Batch, BuildContext, FreshStarts, OwnsParameters, OwnsState
@@ -165,20 +165,24 @@ class UniformStarts:
     Attributes:
         low, high: the box (``[-1, 1]`` without data bounds).
         event_shape: shape of one sample.
+        bits: draw uniform random bits instead (binary data).
     """
 
     low: Any
     high: Any
     event_shape: tuple[int, ...]
+    bits: bool = False
 
     def fresh(self, rng_key: jax.Array, n: int) -> jax.Array:
+        if self.bits:  # binary data: uniform random bits
+            return jax.random.bernoulli(rng_key, 0.5, (n, *self.event_shape)).astype(jnp.float32)
         u = jax.random.uniform(rng_key, (n, *self.event_shape), jnp.float32)
         return jnp.asarray(self.low, jnp.float32) + (jnp.asarray(self.high, jnp.float32) - jnp.asarray(self.low, jnp.float32)) * u
 
 
 @functools.lru_cache(maxsize=64)
 def _jitted_generate(eval_graphdef, sampler, starts, n_samples, n_steps, static_tunables):
-    def generate(params, rest, rng_key, advance, traced_tunables):
+    def generate(params, rest, rng_key, advance, traced_tunables, labels):
         # With ``advance`` the key is the model's own: split it here, in the
         # compiled program (an eager split costs a dispatch per call), and hand
         # back its successor. Otherwise it is the caller's key, used as given.
@@ -187,7 +191,12 @@ def _jitted_generate(eval_graphdef, sampler, starts, n_samples, n_steps, static_
         init_key, chain_key = jax.random.split(rng_key)
 
         def energy_fn(x):
-            return nnx.merge(eval_graphdef, params, rest)(x)
+            # With labels, every chain runs on its class-conditional energy E(x, y).
+            net = nnx.merge(eval_graphdef, params, rest)
+            return net(x) if labels is None else net(x, labels)
+
+        if labels is None:  # bound: samplers may use what the network offers beyond E(x)
+            energy_fn = BoundEnergy(nnx.merge(eval_graphdef, params, rest))  # noqa: F811
 
         tunables = {**dict(static_tunables), **traced_tunables}
         x0 = starts.fresh(init_key, n_samples)
@@ -503,7 +512,10 @@ class EBM(nnx.Module):
             self._starts = self._buffer
         else:
             low, high = data.bounds if data.bounds is not None else (-1.0, 1.0)
-            self._starts = UniformStarts(np.asarray(low, np.float32), np.asarray(high, np.float32), event_shape)
+            self._starts = UniformStarts(
+                np.asarray(low, np.float32), np.asarray(high, np.float32), event_shape,
+                bits=data.support.kind == "binary",
+            )
         train = run_config.train
         self._tx = make_optimizer(
             optimizer if optimizer is not None else train.optimizer,
@@ -564,7 +576,8 @@ class EBM(nnx.Module):
     @property
     def fresh_starts(self) -> Any:
         """What fresh chains start from: the buffer's init distribution, or
-        uniform in the data box without a buffer (``fresh(rng_key, n)``)."""
+        uniform in the data box without a buffer (uniform random bits on
+        binary data) (``fresh(rng_key, n)``)."""
         return self._starts
 
     @property
@@ -686,6 +699,7 @@ class EBM(nnx.Module):
         rng_key: jax.Array | None = None,
         preset: str | None = None,
         return_info: bool = False,
+        labels: Any = None,
     ) -> jax.Array:
         """Draw ``n_samples`` by running fresh chains for ``n_steps`` steps
         (on the parameters :attr:`evaluate_with` names).
@@ -705,9 +719,15 @@ class EBM(nnx.Module):
             preset: ``quick``, ``standard`` or ``quality``: the guide's chain
                 length, step size and noise (explicit arguments win).
             return_info: also return the chain summary.
+            labels: conditional generation: one label for every sample (an
+                int) or one per sample (``int[n_samples]``); each chain then
+                runs on the class-conditional energy ``E(x, y)`` of a
+                conditional energy (``classifier``). ``None`` (default)
+                samples the marginal ``E(x)``.
 
         Raises:
-            ValueError: bad arguments, or the model has no sampler.
+            ValueError: bad arguments, labels for an energy that takes no
+                condition, or the model has no sampler.
         """
         sampler = self._require_sampler("generate")
         if preset is not None:
@@ -729,13 +749,41 @@ class EBM(nnx.Module):
         except TypeError as exc:
             raise ValueError(f"generate: {exc}") from None
         traced, static = _split_tunables(tunables)
+        y = None if labels is None else self._generation_labels(labels, int(n_samples))
         own_key = rng_key is None
         params, rest = self.eval_variables()
         fn = _jitted_generate(self._graphdefs()[1], sampler, self._starts, int(n_samples), int(n_steps), static)
-        x, summary, next_key = fn(params, rest, self.rng_key.get_value() if own_key else rng_key, own_key, traced)
+        try:
+            x, summary, next_key = fn(
+                params, rest, self.rng_key.get_value() if own_key else rng_key, own_key, traced, y
+            )
+        except ValueError as exc:
+            if y is None:
+                raise
+            raise ValueError(
+                "generate: labels need a conditional energy E(x, y) (e.g. energy = "
+                f'{{name = "classifier", network = "mlp"}}); this energy refused them: {exc}'
+            ) from None
         if own_key:
             self.rng_key.set_value(next_key)
         return (x, summary) if return_info else x
+
+    def _generation_labels(self, labels: Any, n: int) -> jax.Array:
+        """``labels`` (an int, or one per sample) as ``int32[n]``, range-checked."""
+        arr = np.asarray(labels)
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"generate: labels must be integers, got {arr.dtype}")
+        if arr.ndim == 0:
+            arr = np.full((n,), int(arr))
+        if arr.shape != (n,):
+            raise ValueError(f"generate: labels must be one int or one per sample, shape ({n},); got {arr.shape}")
+        k = self.data.num_classes if self.data is not None else None
+        k = getattr(self.energy_net, "num_classes", None) if k is None else k
+        if arr.size and (arr.min() < 0 or (k is not None and arr.max() >= k)):
+            bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+            known = f" 0..{k - 1}" if k is not None else " >= 0"
+            raise ValueError(f"generate: label {bad} is out of range; labels are{known}")
+        return jnp.asarray(arr, jnp.int32)
 
     def sample_from_buffer(self, n_samples: int = 16, *, rng_key: jax.Array | None = None) -> jax.Array:
         """``n_samples`` stored chain states drawn (with replacement) from filled slots.

@@ -60,12 +60,21 @@ class Run:
         path = self.run_dir / "metrics.jsonl"
         return read_metrics(path) if path.is_file() else []
 
-    def generate(self, n_samples: int, *, n_steps: int | None = None, seed: int = 0) -> np.ndarray:
-        """``n_samples`` fresh-chain samples as a NumPy array (reproducible by ``seed``)."""
+    def generate(self, n_samples: int, *, n_steps: int | None = None, seed: int = 0,
+                 label: int | None = None) -> np.ndarray:
+        """``n_samples`` fresh-chain samples as a NumPy array (reproducible by
+        ``seed``); with ``label``, samples of that class from a conditional energy."""
         import jax
 
-        x = self.model.generate(n_samples, n_steps=n_steps, rng_key=jax.random.key(seed))
+        x = self.model.generate(n_samples, n_steps=n_steps, rng_key=jax.random.key(seed), labels=label)
         return np.asarray(x)
+
+    def _energy_module(self) -> Any:
+        """The energy network in eval mode with the evaluated parameters, for
+        evaluations that use more than ``E(x)`` (an RBM's exact likelihood)."""
+        from flax import nnx
+
+        return nnx.merge(self.model._graphdefs()[1], *self.model.eval_variables())
 
     def diagnose(self, *, n_samples: int = 64, n_steps: int = 100, batch_size: int = 256,
                  seed: int = 0) -> dict[str, float]:
@@ -79,7 +88,7 @@ class Run:
 
         batch = self.dataset.held_out(batch_size)
         report = diagnose(self.model, batch, n_samples=n_samples, n_steps=n_steps, rng_key=jax.random.key(seed))
-        fit = evaluate_dataset(self.model.energy, self.dataset, n_test=5000, grid=128)
+        fit = evaluate_dataset(self.model.energy, self.dataset, n_test=5000, grid=128, energy_module=self._energy_module())
         for key in ("kl_gap", "tail_mass"):
             if key in fit:
                 report[key] = fit[key]
@@ -99,7 +108,7 @@ class Run:
         """
         from ebmkit.evaluate import evaluate_dataset
 
-        evaluation = evaluate_dataset(self.model.energy, self.dataset)
+        evaluation = evaluate_dataset(self.model.energy, self.dataset, energy_module=self._energy_module())
         diagnostics = self.diagnose(n_samples=n_samples, n_steps=n_steps, seed=seed)
         # The diagnosis repeats the fit on a quicker grid; the evaluation's
         # figures are the finer ones, so each is reported once.
@@ -175,7 +184,19 @@ def open_run(run_dir: PathLike, *, step: int | None = None) -> Run:
         name = spec_for(config.dataset).name
         raise RunError(f"cannot build the data set {name!r} of {config_path}: {exc}") from exc
     model = EBM(config, data=data_context(dataset))
-    trainer = Trainer(model, dataset, run_dir=path, hooks=False)
+    parallel = None
+    wanted = config.distributed.num_devices
+    if wanted is not None and wanted > 1:
+        import jax
+
+        from ebmkit.distributed import DataParallel
+
+        if wanted > jax.device_count():
+            # The checkpoint holds the global arrays, so a run trained on more
+            # devices than this process sees is read onto one device (sampling
+            # and evaluation need no mesh; docs/distributed.md, "Checkpoints").
+            parallel = DataParallel.create(1)
+    trainer = Trainer(model, dataset, run_dir=path, hooks=False, parallel=parallel)
     loaded = trainer.restore(step)
     model.load_train_state(trainer.state)
     return Run(run_dir=path, config=config, dataset=dataset, model=model, trainer=trainer, step=loaded)

@@ -59,6 +59,7 @@ __all__ = [
     "OwnsParameters",
     "OwnsState",
     "EvalMode",
+    "BlockGibbs",
     "LOSS_SLOTS",
 ]
 
@@ -393,3 +394,23 @@ class EvalMode(Protocol):
     """
 
     def set_view(self, deterministic: bool | None = None, use_running_average: bool | None = None) -> None: ...
+
+
+@runtime_checkable
+class BlockGibbs(Protocol):
+    """An energy over bits that is the free energy of a Bernoulli-Bernoulli RBM.
+
+    With hidden bits ``h[H]``, the joint ``E(x, h) = -b·x - c·h - xᵀ W h`` has
+    factorised conditionals, and ``E(x) = -b·x - Σ_j softplus(c + Wᵀx)_j``. The
+    module says so by offering the conditionals' logits; samplers can then
+    alternate ``h | x`` and ``x | h`` (block Gibbs), and evaluation can sum
+    out one layer exactly (``b = visible_logits(0)``, ``c = hidden_logits(0)``).
+    """
+
+    num_hidden: int
+
+    def hidden_logits(self, x: Array) -> Array:
+        """``[B, H]``: ``c + Wᵀx``, the logits of ``p(h_j = 1 | x)``."""
+
+    def visible_logits(self, h: Array) -> Array:
+        """``[B, *event]``: ``b + W h``, the logits of ``p(x_i = 1 | h)``."""

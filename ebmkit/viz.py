@@ -31,6 +31,8 @@ __all__ = [
     "plot_energy_histogram",
     "read_metrics",
     "plot_sweep",
+    "plot_reliability_diagram",
+    "plot_class_densities",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -610,5 +612,124 @@ def plot_sweep(
             ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.suptitle(title if title is not None else f"{metric}: mean ± std over seeds")
+    _save(fig, path)
+    return fig
+
+
+# -- classifiers (JEM) ---------------------------------------------------------------
+
+
+def plot_reliability_diagram(
+    calibration: Mapping[str, Any],
+    path: PathLike | None = None,
+    *,
+    title: str | None = None,
+    ece: float | None = None,
+) -> Figure:
+    """A reliability diagram: accuracy against confidence per confidence bin.
+
+    Args:
+        calibration: per-bin ``lower``, ``upper``, ``count``, ``confidence``
+            and ``accuracy`` (:func:`ebmkit.evaluate.classify.calibration_bins`,
+            or the ``calibration`` entry of ``evaluate_classifier``).
+        path: where to write the figure.
+        title: the axes title.
+        ece: the expected calibration error, shown in the title.
+
+    Raises:
+        ValueError: a missing key or bins of unequal lengths.
+    """
+    try:
+        lower, upper, count, conf, acc = (
+            np.asarray(calibration[k], np.float64) for k in ("lower", "upper", "count", "confidence", "accuracy")
+        )
+    except KeyError as exc:
+        raise ValueError(f"plot_reliability_diagram: calibration has no {exc.args[0]!r} entry") from None
+    if not (lower.shape == upper.shape == count.shape == conf.shape == acc.shape) or lower.ndim != 1:
+        raise ValueError("plot_reliability_diagram: every per-bin entry must be a 1-D array of one length")
+    fig = _figure(5.0, 5.6)
+    ax, hist = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    width = upper - lower
+    used = count > 0
+    ax.bar(lower[used], acc[used], width=width[used], align="edge", color="#1f77b4", edgecolor="white",
+           label="accuracy")
+    ax.bar(lower[used], conf[used], width=width[used], align="edge", fill=False, edgecolor="#d62728",
+           linewidth=1.2, label="mean confidence")
+    ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(alpha=0.3)
+    text = "reliability diagram" if title is None else title
+    if ece is not None:
+        text += f" (ECE {ece:.3f})"
+    ax.set_title(text)
+    hist.bar(lower, count, width=width, align="edge", color="#7f7f7f", edgecolor="white")
+    hist.set_xlabel("confidence (top-class probability)")
+    hist.set_ylabel("count")
+    _save(fig, path)
+    return fig
+
+
+def plot_class_densities(
+    model: Any,
+    bounds: Any = (-4, 4),
+    resolution: int = 120,
+    *,
+    num_classes: int | None = None,
+    data: Any = None,
+    labels: Any = None,
+    path: PathLike | None = None,
+) -> Figure:
+    """One panel per class: the class-conditional density ``p(x | y) ∝ exp(-E(x, y))``
+    of a 2-D model with a conditional energy, normalised on the grid.
+
+    Args:
+        model: a 2-D :class:`~ebmkit.EBM` whose energy takes labels (``classifier``).
+        bounds: the square or box to draw.
+        resolution: grid points per axis.
+        num_classes: ``K`` (default: the model's data).
+        data, labels: optional points ``[M, 2]`` and their labels; each panel
+            overlays the points of its class.
+        path: where to write the figure.
+    """
+    from ebmkit.evaluate.classify import joint_scores
+
+    if tuple(getattr(model, "event_shape", ())) != (2,):
+        raise ValueError("plot_class_densities: needs a model of 2-D points (event_shape (2,))")
+    k = num_classes if num_classes is not None else getattr(model.data, "num_classes", None)
+    if k is None:
+        raise ValueError("plot_class_densities: the number of classes is unknown; pass num_classes")
+    (x_low, x_high), (y_low, y_high) = _box(bounds, "plot_class_densities")
+    xs = np.linspace(x_low, x_high, int(resolution))
+    ys = np.linspace(y_low, y_high, int(resolution))
+    gx, gy = np.meshgrid(xs, ys)
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+    neg_energy, _ = joint_scores(model, grid, int(k), 8192)
+    cell = (xs[1] - xs[0]) * (ys[1] - ys[0])
+    cols = min(int(k), 4)
+    rows = math.ceil(int(k) / cols)
+    fig = _figure(2.6 * cols, 2.6 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    d = None if data is None else _points(data, "plot_class_densities: data")
+    lab = None if labels is None else np.asarray(labels)
+    for c, ax in enumerate(axes):
+        if c >= k:
+            ax.axis("off")
+            continue
+        v = neg_energy[:, c]
+        v = np.exp(v - v.max())
+        v = (v / (v.sum() * cell)).reshape(gx.shape)
+        ax.contourf(gx, gy, v, levels=20, cmap="magma")
+        if d is not None and lab is not None:
+            mine = d[lab == c][:300]
+            ax.scatter(mine[:, 0], mine[:, 1], s=2, c="white", alpha=0.5, linewidths=0)
+        ax.set_title(f"p(x | y = {c})", fontsize="small")
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlim(x_low, x_high)
+        ax.set_ylim(y_low, y_high)
     _save(fig, path)
     return fig

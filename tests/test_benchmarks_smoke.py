@@ -161,3 +161,26 @@ def test_own_data_benchmark_runs(capsys):
     ])
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert {"buffer_tv", "noise_tv", "rx_tv", "rx_tv_floor"} <= set(row)
+
+
+def test_discrete_samplers_benchmark_runs(capsys):
+    from benchmarks import discrete_samplers
+
+    discrete_samplers.main([
+        "--targets", "rbm", "--samplers", "gwg,dmala", "--chains", "4", "--evals", "64", "--burn", "8",
+        "--draws", "16", "--repeats", "1",
+    ])
+    report = _report(capsys)
+    rows = report["results"]["rbm"]
+    assert set(rows) == {"gwg", "dmala α=0.2"}
+    for r in rows.values():
+        assert r["ess_magnetisation_per_1000_evals"] is None or r["ess_magnetisation_per_1000_evals"] >= 0
+        assert 0 < r["acceptance"] <= 1 and r["max_marginal_error"] < 1
+        assert r["evals_per_chain"] == 64
+    # The RBM's exact visible marginals: P(v_i = 1) by enumerating the hidden layer.
+    target = discrete_samplers.rbm_target(visible=3, hidden=2)
+    import itertools
+
+    v = np.array(list(itertools.product((0.0, 1.0), repeat=3)), np.float32)
+    p = np.exp(-np.asarray(target["energy"](v), np.float64))
+    np.testing.assert_allclose(p @ v / p.sum(), target["exact_means"], rtol=1e-5)

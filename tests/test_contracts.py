@@ -191,8 +191,10 @@ def test_labelled_loss_gets_labels_and_refuses_unlabelled_data(tmp_path):
         model = ebmkit.EBM(cfg, data=data_context(data))
         result = ebmkit.Trainer(model, data).fit()
         assert 0.2 < result.history[-1]["label_mean"] < 0.8
+        points = tmp_path / "points.npy"  # a file data set has no labels
+        np.save(points, np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))
         with pytest.raises(ebmkit.ConfigError, match="needs labelled data") as info:
-            ebmkit.assemble(loss="labelled_test", dataset="8gaussians")
+            ebmkit.assemble(loss="labelled_test", dataset={"name": "file", "path": str(points)})
         assert info.value.problems[0].path == "loss"
 
 
@@ -201,7 +203,9 @@ def test_a_component_on_data_it_does_not_support_is_a_config_error():
         with pytest.raises(ebmkit.ConfigError) as info:
             ebmkit.assemble(dataset={"name": "blobs_test", "support": "binary"})
         problems = {p.path: p for p in info.value.problems}
-        assert set(problems) == {"sampler", "buffer"}  # mlp and pcd accept any support
+        # mlp and pcd accept any support, replay continuous and binary data.
+        assert set(problems) == {"sampler"}
+        assert "gibbs" in problems["sampler"].suggestion
         assert "supports continuous data" in problems["sampler"].message
         assert "binary" in problems["sampler"].message
 

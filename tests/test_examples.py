@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ebmkit
-from ebmkit.components import build_dataset
+from ebmkit.components import build_dataset, data_context
 from ebmkit.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def test_example_builds(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # example paths are relative to the repository root
     config = ebmkit.load_config(path)
     dataset = build_dataset(config.dataset)
-    model = ebmkit.EBM(config, event_shape=dataset.event_shape, data_bounds=dataset.bounds)
+    model = ebmkit.EBM(config, data=data_context(dataset))  # the data's shape, bounds and support
     x = dataset.sample(np.random.default_rng(0), 4)
     assert model.energy(x).shape == (4,)
 

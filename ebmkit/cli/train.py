@@ -79,7 +79,9 @@ def train_command(config_file, overrides, out, resume, steps, progress, quiet, d
     click.echo(f"run directory: {summary['run_dir']}")
     if summary.get("note"):
         click.echo(f"  {summary['note']}")
-    for key in ("nll", "kl_gap", "tail_mass", "energy_gap", "steps_per_s", "steps", "devices", "wall_time_s"):
+    shifts = tuple(key for key in summary if key.startswith("auroc_"))
+    for key in ("nll", "kl_gap", "tail_mass", "accuracy", "bayes_accuracy", "ece", *shifts, "energy_gap",
+                "steps_per_s", "steps", "devices", "wall_time_s"):
         if key in summary:
             click.echo(f"  {key:<12} {_fmt(summary[key])}")
     if summary.get("evaluated_with") == "ema":

@@ -3,6 +3,8 @@
 * :mod:`ebmkit.evaluate.grid`: exact 2-D NLL on a grid (:func:`grid_nll`) and
   the standard evaluation of a data set (:func:`evaluate_dataset`).
 * :mod:`ebmkit.evaluate.ais`: annealed importance sampling of ``log Z``.
+* :mod:`ebmkit.evaluate.discrete`: likelihoods on bits (exact RBM sums, AIS on
+  bits) and Ising coupling errors.
 * :mod:`ebmkit.evaluate.fid`: classifier features, Fréchet distance, label entropy.
 * :mod:`ebmkit.evaluate.mmd`: maximum mean discrepancy.
 * :mod:`ebmkit.evaluate.diagnose`: the guide's health check.

@@ -253,6 +253,7 @@ def evaluate_dataset(
     *,
     n_test: int = 20000,
     grid: int = 256,
+    energy_module: Any = None,
 ) -> dict[str, float]:
     """The standard evaluation of a model of ``dataset``.
 
@@ -261,9 +262,15 @@ def evaluate_dataset(
     known, ``tail_mass`` and the box-only figures beside them (``nll_box``,
     ``kl_gap_box``: the density truncated to the box). Callers warn with
     :func:`tail_warning` when ``tail_mass`` exceeds :data:`TAIL_MASS_WARNING`
-    or the density has not decayed (``decayed`` is 0). Other data sets get
-    nothing here.
+    or the density has not decayed (``decayed`` is 0). Binary data sets get
+    :func:`ebmkit.evaluate.discrete.evaluate_binary` (exact or AIS
+    likelihood; ``energy_module``, the network itself, lets it sum an RBM
+    exactly). Other data sets get the tail check.
     """
+    if str(getattr(dataset, "support", "continuous")) == "binary":
+        from ebmkit.evaluate.discrete import evaluate_binary
+
+        return evaluate_binary(energy_fn, dataset, energy_module=energy_module)
     if tuple(dataset.event_shape) != (2,) or dataset.bounds is None:
         if not hasattr(dataset, "held_out"):
             return {}

@@ -679,6 +679,15 @@ class Trainer:
         params, rest = jax.tree.map(jnp.copy, self.eval_variables(which))
         return lambda x: energy(params, rest, jnp.asarray(x, jnp.float32))
 
+    def energy_module(self, which: str | None = None) -> Any:
+        """The energy network itself (eval mode) with the parameters
+        :meth:`energy_fn` uses, for evaluations that need more than ``E(x)``
+        (e.g. an RBM's exact likelihood)."""
+        from flax import nnx
+
+        params, rest = jax.tree.map(jnp.copy, self.eval_variables(which))
+        return nnx.merge(self._eval_graphdef, params, rest)
+
     def evaluate(self, which: str | None = None) -> dict[str, float]:
         """The evaluation (``evaluate`` given to the trainer, else the data
         set's default) of the parameters ``which`` names (default:
@@ -690,7 +699,7 @@ class Trainer:
                 return dict(self.evaluate_fn(self))
             from ebmkit.evaluate import evaluate_dataset
 
-            return evaluate_dataset(self.energy_fn(), self.dataset)
+            return evaluate_dataset(self.energy_fn(), self.dataset, energy_module=self.energy_module())
         finally:
             self.evaluating = before
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from ebmkit.sampling import BoundEnergy
 from ebmkit.types import Batch, BuildContext, EnergyFn, LossContext
 
 __all__ = ["TrainState", "make_loss_context", "make_train_step", "jitted_train_step", "as_batch"]
@@ -126,12 +127,9 @@ def make_loss_context(
 
 
 def _energy_fn(module: nnx.Module) -> EnergyFn:
-    """``module`` as ``energy_fn(x, y=None)``: the condition is passed only when given."""
-
-    def energy_fn(x: jax.Array, y: Any = None) -> jax.Array:
-        return module(x) if y is None else module(x, y)
-
-    return energy_fn
+    """``module`` as ``energy_fn(x, y=None)``: the condition is passed only when
+    given; samplers can reach the module (:func:`ebmkit.sampling.energy_module`)."""
+    return BoundEnergy(module)
 
 
 def make_train_step(

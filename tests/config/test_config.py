@@ -366,7 +366,7 @@ def test_three_mistakes_in_one_error_with_paths_and_suggestions(components, tmp_
     assert f"{path}: sampler: unexpected field 'stepsize' (did you mean 'step_size'?)" in message
     assert f"{path}: loss: unknown loss 'pcdd'" in message
     assert "did you mean 'pcd'" in found["loss"]
-    assert "known: cd, dsm, ed, nce, pcd, ssm" in found["loss"]
+    assert "known: cd, dsm, ed, jem, nce, pcd, ssm" in found["loss"]
     assert f"{path}: train.learning_rate: must be a finite number > 0, got -0.001" in message
 
     # The same mistakes from a dict or keywords give the same problems, without a file.

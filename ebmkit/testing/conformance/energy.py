@@ -32,7 +32,8 @@ def _energy_checks(spec: ComponentSpec, cfg: Any, rec: _Recorder, event_shape: t
         attempts = []
         for candidate in shapes:
             try:
-                module = spec.create(cfg, _context(candidate))
+                # Two classes: a conditional energy (classifier) takes K from the data.
+                module = spec.create(cfg, _context(candidate, num_classes=2))
                 x = jax.random.normal(jax.random.key(1), (_BATCH, *candidate), jnp.float32)
                 energy = module(x)
             except Exception as exc:  # noqa: BLE001 - try the next shape, report all

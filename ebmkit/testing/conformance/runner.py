@@ -14,6 +14,7 @@ from ebmkit.errors import EbmkitError
 from ebmkit.registry import ComponentSpec
 from ebmkit.testing.conformance.buffer import _buffer_checks
 from ebmkit.testing.conformance.dataset import _dataset_checks
+from ebmkit.testing.conformance.discrete_sampler import _sampler_checks_by_support
 from ebmkit.testing.conformance.energy import _energy_checks
 from ebmkit.testing.conformance.loss import _loss_checks
 from ebmkit.testing.conformance.recorder import (
@@ -24,7 +25,6 @@ from ebmkit.testing.conformance.recorder import (
     _Skip,
     _Stop,
 )
-from ebmkit.testing.conformance.sampler import _sampler_checks
 from ebmkit.testing.conformance.specs import _round_trip, _spec_checks
 
 
@@ -78,7 +78,7 @@ def _run_checks(
         if cfg is not None:
             behaviour: dict[str, Callable[[], None]] = {
                 "energy": lambda: _energy_checks(spec, cfg, rec, event_shape),
-                "sampler": lambda: _sampler_checks(spec, cfg, rec),
+                "sampler": lambda: _sampler_checks_by_support(spec, cfg, rec),
                 "buffer": lambda: _buffer_checks(spec, cfg, rec, event_shape),
                 "loss": lambda: _loss_checks(spec, cfg, rec),
                 "dataset": lambda: _dataset_checks(spec, cfg, rec),

@@ -12,6 +12,10 @@ three pure functions, in the optax shape:
 
 ``fresh(rng_key, n)`` draws ``n`` starts from the init distribution alone
 (what ``generate`` uses). ``n`` is static everywhere.
+
+On binary data (``ctx.support`` is ``binary``) the init distribution is
+uniform random bits (0.0 / 1.0, each with probability 1/2), whatever ``init``
+says.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ class ReplayBuffer:
         capacity: number of slots.
         reinit_prob: per-draw restart probability.
         event_shape: shape of one stored sample.
-        init: ``uniform`` or ``normal``.
+        init: ``uniform``, ``normal`` or ``bits`` (binary data).
         low, high: the uniform box (NumPy, broadcastable to ``event_shape``).
         std: the normal init's standard deviation.
     """
@@ -106,6 +110,8 @@ class ReplayBuffer:
         rng_key = noise_key(rng_key, "auto", int(np.prod(shape)))
         if self.init_kind == "normal":
             return (self.std * jax.random.normal(rng_key, shape, jnp.float32)).astype(dtype)
+        if self.init_kind == "bits":
+            return jax.random.bernoulli(rng_key, 0.5, shape).astype(dtype)
         u = jax.random.uniform(rng_key, shape, jnp.float32)
         return (self.low + (self.high - self.low) * u).astype(dtype)
 
@@ -234,7 +240,7 @@ def build(config: ReplayBufferConfig, ctx: BuildContext) -> ReplayBuffer:
         capacity=config.capacity,
         reinit_prob=float(config.reinit_prob),
         event_shape=shape,
-        init_kind=config.init,
+        init_kind="bits" if getattr(ctx.support, "kind", ctx.support) == "binary" else config.init,
         low=low,
         high=high,
         std=float(config.init_std),
@@ -247,4 +253,5 @@ spec = ComponentSpec(
     config=ReplayBufferConfig,
     build=build,
     summary="Fixed-capacity replay buffer on the device (capacity, reinit_prob)",
+    supports=("continuous", "binary"),
 )

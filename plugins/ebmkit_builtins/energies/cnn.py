@@ -66,6 +66,9 @@ class CNNEnergyConfig(EnergyConfig):
             of its channel count.
         activation: as for ``mlp``.
         dropout_rate: dropout inside each stage, in ``[0, 1)``; train mode only.
+        out_features: units of the final layer. 1 (default) for an energy
+            ``E[B]``; ``K > 1`` makes the network return ``[B, K]`` outputs,
+            which is what the ``classifier`` energy sets for its logits.
     """
 
     hidden_dims: tuple[int, ...] = attrs.field(default=(32, 64, 128), converter=as_tuple, validator=positive_ints)
@@ -79,6 +82,7 @@ class CNNEnergyConfig(EnergyConfig):
     num_groups: int = attrs.field(default=8, validator=positive_int)
     activation: str = attrs.field(default="silu", validator=one_of(tuple(ACTIVATIONS)))
     dropout_rate: float = attrs.field(default=0.0, validator=in_range(0, 1, high_open=True))
+    out_features: int = attrs.field(default=1, validator=positive_int)
 
 
 def group_count(channels: int, num_groups: int) -> int:
@@ -147,7 +151,8 @@ class CNNEnergy(ModeViewMixin, nnx.Module):
             if config.use_residual
             else None
         )
-        self.head = dense(last, 1, spectral_norm=config.use_spectral_norm, rngs=rngs)
+        self.out_features = int(config.out_features)
+        self.head = dense(last, self.out_features, spectral_norm=config.use_spectral_norm, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = check_input(x, self.event_shape, "cnn")
@@ -156,7 +161,8 @@ class CNNEnergy(ModeViewMixin, nnx.Module):
         if self.final_norm is not None:
             h = ACTIVATIONS[self.activation](self.final_norm(h))
         h = jnp.mean(h, axis=(1, 2))
-        return self.head(h)[:, 0].astype(jnp.float32)
+        out = self.head(h).astype(jnp.float32)
+        return out[:, 0] if self.out_features == 1 else out
 
 
 def _image_event(config: CNNEnergyConfig, event_shape: Any) -> tuple[int, int, int]:

@@ -23,7 +23,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ebmkit.config import EnergyConfig, config_class
-from ebmkit.config.validators import as_tuple, in_range, one_of, positive, positive_ints
+from ebmkit.config.validators import (
+    as_tuple,
+    in_range,
+    one_of,
+    positive,
+    positive_int,
+    positive_ints,
+)
 from ebmkit.nn import (
     ACTIVATIONS,
     ModeViewMixin,
@@ -60,6 +67,9 @@ class MLPEnergyConfig(EnergyConfig):
         noise_level: the level an unconditioned call means (evaluation,
             sampling, plots) when ``condition = "noise_level"``; set it to the
             loss's smallest ``sigma``.
+        out_features: units of the final layer. 1 (default) for an energy
+            ``E[B]``; ``K > 1`` makes the network return ``[B, K]`` outputs,
+            which is what the ``classifier`` energy sets for its logits.
     """
 
     hidden_dims: tuple[int, ...] = attrs.field(default=(128, 128), converter=as_tuple, validator=positive_ints)
@@ -68,6 +78,7 @@ class MLPEnergyConfig(EnergyConfig):
     use_spectral_norm: bool = False
     condition: str = attrs.field(default="none", validator=one_of(("none", "noise_level")))
     noise_level: float = attrs.field(default=0.1, validator=positive)
+    out_features: int = attrs.field(default=1, validator=positive_int)
 
 
 class MLPEnergy(ModeViewMixin, nnx.Module):
@@ -85,7 +96,8 @@ class MLPEnergy(ModeViewMixin, nnx.Module):
         widths = (math.prod(self.event_shape) + extra, *config.hidden_dims)
         # Parameters, gradients and two Adam moments: refuse before allocating.
         check_fits_in_memory(
-            sum(a * b + b for a, b in zip(widths, (*widths[1:], 1), strict=True)), "energy.hidden_dims", copies=4
+            sum(a * b + b for a, b in zip(widths, (*widths[1:], config.out_features), strict=True)),
+            "energy.hidden_dims", copies=4,
         )
         self.hidden = nnx.List(
             [dense(a, b, spectral_norm=sn, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
@@ -95,7 +107,8 @@ class MLPEnergy(ModeViewMixin, nnx.Module):
             if stream is not None
             else None
         )
-        self.head = dense(widths[-1], 1, spectral_norm=sn, rngs=rngs)
+        self.out_features = int(config.out_features)
+        self.head = dense(widths[-1], self.out_features, spectral_norm=sn, rngs=rngs)
 
     def __call__(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
         x = check_input(x, self.event_shape, "mlp")
@@ -117,7 +130,8 @@ class MLPEnergy(ModeViewMixin, nnx.Module):
             h = act(layer(h))
             if self.dropout is not None:
                 h = self.dropout[i](h)
-        return self.head(h)[:, 0].astype(jnp.float32)
+        out = self.head(h).astype(jnp.float32)
+        return out[:, 0] if self.out_features == 1 else out
 
 
 def build(config: MLPEnergyConfig, ctx: BuildContext) -> MLPEnergy:
