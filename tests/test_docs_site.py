@@ -35,9 +35,37 @@ def test_docs_site_builds_strict(tmp_path):
     samplers = (site / "api" / "builtins" / "samplers" / "index.html").read_text(encoding="utf-8")
     assert 'id="ebmkit_builtins.samplers.mala.MALAConfig"' in samplers
 
+    # Every config class (the run's tables, each kind's base, each built-in
+    # component's) and every error has an entry in the API reference.
+    api = "".join(p.read_text(encoding="utf-8") for p in (site / "api").rglob("*.html"))
+    missing = [f"{cls.__module__}.{cls.__qualname__}" for cls in documented_classes()
+               if f'id="{cls.__module__}.{cls.__qualname__}"' not in api]
+    assert not missing, f"not in the API reference (docs/api/): {missing}"
+
     # Sphinx roles in docstrings became code or links (docs/_ext/sphinx_roles.py),
     # and ```python no-run fences rendered as code (docs/_ext/hooks.py).
     pages = {p: p.read_text(encoding="utf-8") for p in site.rglob("*.html")}
     role = re.compile(r":(?:class|func|meth|attr|mod|data|exc|obj):<code>")
     assert not [p for p, text in pages.items() if role.search(text)]
     assert not [p for p, text in pages.items() if "```" in text]
+
+
+def documented_classes() -> list[type]:
+    """The classes the API reference must list: every config class of ebmkit
+    and of each component ebmkit-jax ships, and every error class."""
+    import attrs
+
+    import ebmkit.config
+    import ebmkit.errors
+    from ebmkit import registry
+
+    classes = [getattr(ebmkit.errors, n) for n in ebmkit.errors.__all__]
+    classes += [getattr(ebmkit.config, n) for n in ebmkit.config.__all__]
+    for row in registry.listing():
+        if row.dist == "ebmkit-jax":
+            classes.append(registry.get_spec(row.kind, row.name).config)
+    seen: list[type] = []
+    for cls in classes:
+        if isinstance(cls, type) and (attrs.has(cls) or issubclass(cls, (Exception, Warning))) and cls not in seen:
+            seen.append(cls)
+    return seen
