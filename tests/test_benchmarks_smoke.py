@@ -184,3 +184,23 @@ def test_discrete_samplers_benchmark_runs(capsys):
     v = np.array(list(itertools.product((0.0, 1.0), repeat=3)), np.float32)
     p = np.exp(-np.asarray(target["energy"](v), np.float64))
     np.testing.assert_allclose(p @ v / p.sum(), target["exact_means"], rtol=1e-5)
+
+
+def test_discrete_models_benchmark_runs(capsys):
+    from benchmarks import discrete_models
+
+    betas = discrete_models.sm_schedule(150)
+    assert len(betas) == 150 and betas[0] == 0.0 and betas[-1] == 1.0 and np.all(np.diff(betas) > 0)
+    discrete_models.main([
+        "--cases", "rbm16", "ising", "--steps", "5", "--ais-temperatures", "300", "--ais-chains", "32",
+        "--reverse-steps", "5", "--couplings", "0.25", "--samplers", "gwg", "--seeds", "0",
+        "--ising-steps", "3", "--ising-size", "4", "--ising-sweeps", "20",
+    ])
+    report = _report(capsys)
+    rbm = report["rbm"]["rbm16"]
+    # AIS both ways agrees with the exact log-likelihood of the (enumerable) 16-hidden RBM.
+    assert -64 * np.log(2) - 1 < rbm["ll_exact"] < 0
+    assert abs(rbm["ll_forward"] - rbm["ll_exact"]) < 0.5 and abs(rbm["ll_reverse"] - rbm["ll_exact"]) < 0.5
+    (ising,) = report["ising"]
+    assert ising["num_steps"] == ising["evals_per_chain_step"] == 16  # equal compute: d transitions
+    assert 0 < ising["coupling_rmse"] < ising["untrained_rmse"]

@@ -19,6 +19,18 @@ class ``s mod K`` that runs on ``E(x, s mod K)`` (class-conditional chains,
 as JEM's authors do for their class-conditional samples); the labels are
 spread evenly over the slots, so the chains together still sample ``p(x)``.
 
+The weights split the data term's pull on the logits ``f(x+)``: it moves
+them by ``(weight_ce - weight_px) * p(y | x) - weight_ce * onehot(y)`` per
+example (``alpha = 0``; the regulariser adds a pull along ``p(y | x)``
+that mostly sets the level of ``logsumexp f(x)``). At equal weights (JEM's
+joint likelihood ``log p(x, y)``, the default) the data only raise the true
+class's logit; the other classes' logits are pushed down only through the
+negatives, so a short run leaves
+``p(y | x)`` under-confident. ``weight_ce > weight_px`` adds that push back
+(``weight_ce = 2 * weight_px``: the joint likelihood plus one more
+cross-entropy, which pushes the wrong logits down as the classifier alone
+does); docs/benchmarks.md measures it on digits.
+
 ``weight_px = 0`` leaves the plain classifier (cross-entropy alone, no
 sampler, no buffer): the baseline JEM is compared with.
 
@@ -50,7 +62,8 @@ class JEMConfig(LossConfig):
     Attributes:
         weight_px: weight of the generative term (PCD on ``log p(x)``);
             0 trains the classifier alone (no sampler or buffer is built).
-        weight_ce: weight of the cross-entropy ``-log p(y | x)``.
+        weight_ce: weight of the cross-entropy ``-log p(y | x)``; above
+            ``weight_px`` it sharpens ``p(y | x)`` (see the module docstring).
         alpha: weight of the energy regulariser
             ``alpha * (mean E(x+)^2 + mean E(x-)^2)`` (scaled by ``weight_px``).
         conditional: run each buffer slot's chain on the class-conditional

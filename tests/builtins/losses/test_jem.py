@@ -94,6 +94,30 @@ def test_gradient_flows_into_the_energy_not_through_the_chains():
     assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).sum()) > 0
 
 
+@pytest.mark.parametrize("weight_ce", [1.0, 2.0])
+def test_data_side_logit_gradient_is_weighted_cross_entropy_minus_marginal(weight_ce):
+    """On the data, weight_ce * CE + weight_px * E(x+) moves the logits by
+    ((weight_ce - weight_px) * p(y|x) - weight_ce * onehot(y)) / n: at equal
+    weights (JEM's joint likelihood) only the true class's logit is raised and
+    the other classes' logits get no push down from the data at all, which is
+    why weight_ce > weight_px sharpens p(y | x)."""
+    loss_fn = _loss(weight_px=1.0, weight_ce=weight_ce, alpha=0.0)
+    ctx = _ctx()
+    n = X.shape[0]
+
+    def value(offset):
+        def energy_fn(x, y=None):  # the offset shifts the data rows' logits only (the first n rows)
+            logits = x @ LOGIT_W + jnp.pad(offset, ((0, x.shape[0] - n), (0, 0)))
+            return -jax.nn.logsumexp(logits, axis=1) if y is None else -logits[jnp.arange(x.shape[0]), y]
+
+        return loss_fn(jax.random.key(1), energy_fn, Batch(X, Y), ctx)[0]
+
+    grad = np.asarray(jax.grad(value)(jnp.zeros((n, 3))), np.float64)
+    p = np.asarray(jax.nn.softmax(X @ LOGIT_W, axis=1), np.float64)
+    onehot = np.eye(3)[np.asarray(Y)]
+    np.testing.assert_allclose(grad, ((weight_ce - 1.0) * p - weight_ce * onehot) / n, atol=1e-6)
+
+
 def test_conditional_chains_run_on_the_slot_s_class():
     """Slot s holds a chain of class s mod K: with logits -|x - c_k|^2 / (2 * 0.3^2)
     its chain ends near c_(s mod K), whichever centre it started nearest."""
