@@ -27,6 +27,7 @@ __all__ = [
     "DualAveragingState",
     "dual_averaging_init",
     "dual_averaging_update",
+    "adapt_step_size",
     "VarianceState",
     "variance_init",
     "variance_update",
@@ -89,6 +90,35 @@ def dual_averaging_update(
         log_step = jnp.minimum(log_step, math.log(max_step))
     log_step_avg = eta * log_step + (1.0 - eta) * state.log_step_avg
     return DualAveragingState(log_step, log_step_avg, error_avg, state.mu, t)
+
+
+def adapt_step_size(
+    state: DualAveragingState,
+    acceptance: Array,
+    *,
+    warmup_steps: int,
+    target: float,
+    max_step: float | None = None,
+    shared: bool = False,
+    keep_adapting: bool = False,
+) -> DualAveragingState:
+    """The adaptation phase of a sampler whose one tunable is a step size.
+
+    One :func:`dual_averaging_update` from this step's per-chain
+    ``acceptance`` (its mean over the finite ones when ``shared``). At the
+    end of the phase (``warmup_steps`` updates) each chain keeps its averaged
+    step, and nothing moves afterwards, so the kernel is fixed and exact from
+    then on; ``keep_adapting`` never freezes.
+    """
+    if shared:
+        acceptance = jnp.mean(jnp.where(jnp.isfinite(acceptance), acceptance, 0.0))
+    new = dual_averaging_update(state, acceptance, target, max_step)
+    if keep_adapting:
+        return new
+    done = new.count >= warmup_steps
+    new = new._replace(log_step=jnp.where(done, new.log_step_avg, new.log_step))
+    active = state.count < warmup_steps
+    return DualAveragingState(*(jnp.where(active, n, o) for n, o in zip(new, state, strict=True)))
 
 
 class VarianceState(NamedTuple):

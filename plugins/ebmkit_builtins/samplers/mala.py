@@ -50,8 +50,8 @@ from ebmkit.registry import ComponentSpec
 from ebmkit.sampling import BoundSampler, per_chain, per_chain_diagnostics, per_row_energy_and_grad
 from ebmkit.sampling.adaptation import (
     DualAveragingState,
+    adapt_step_size,
     dual_averaging_init,
-    dual_averaging_update,
 )
 from ebmkit.types import Array, EnergyFn, PRNGKey, SamplerState
 
@@ -192,19 +192,11 @@ class AdaptiveMALASampler(MALASampler):
         return {"step_size": jnp.exp(adaptation.log_step)}
 
     def adapt(self, adaptation: DualAveragingState, info: MALAInfo, step_index: Array) -> DualAveragingState:
-        acceptance = info.acceptance_rate
-        if self.config.adaptation == "shared":
-            acceptance = jnp.mean(jnp.where(jnp.isfinite(acceptance), acceptance, 0.0))
-        new = dual_averaging_update(
-            adaptation, acceptance, self.config.target_acceptance, self.config.max_step_size
+        c = self.config
+        return adapt_step_size(
+            adaptation, info.acceptance_rate, warmup_steps=self.warmup_steps, target=c.target_acceptance,
+            max_step=c.max_step_size, shared=c.adaptation == "shared", keep_adapting=c.keep_adapting,
         )
-        if self.config.keep_adapting:
-            return new
-        # At the end of the phase the chain keeps the averaged step; after it, nothing moves.
-        done = new.count >= self.warmup_steps
-        new = new._replace(log_step=jnp.where(done, new.log_step_avg, new.log_step))
-        active = adaptation.count < self.warmup_steps
-        return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, adaptation)
 
 
 def build(config: MALAConfig, ctx: Any = None) -> MALASampler:
