@@ -15,6 +15,7 @@ from ebmkit.sampling.bound_energy import BoundEnergy, energy_module
 from ebmkit.sampling.chain import (
     ChainSummary,
     ChainTrace,
+    check_binary_starts,
     per_row_energy_and_grad,
     run_chain,
     trace_chain,
@@ -25,6 +26,7 @@ from ebmkit.sampling.diagnostics import event_axes, per_chain, per_chain_diagnos
 from ebmkit.sampling.noise import AUTO_MIN_SIZE, DEFAULT_PRNG, PRNGS, noise_key, resolve_prng
 
 __all__ = [
+    "check_binary_starts",
     "AUTO_MIN_SIZE",
     "BoundEnergy",
     "BoundSampler",

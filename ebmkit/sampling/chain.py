@@ -12,10 +12,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ebmkit.types import Adaptive, Array, EnergyFn, PRNGKey, Scheduled
 
-__all__ = ["ChainSummary", "ChainTrace", "run_chain", "trace_chain", "warmup", "per_row_energy_and_grad", "tunables_for"]
+__all__ = [
+    "ChainSummary", "ChainTrace", "run_chain", "trace_chain", "warmup", "per_row_energy_and_grad", "tunables_for",
+    "check_binary_starts",
+]
 
 
 class ChainSummary(NamedTuple):
@@ -289,3 +293,22 @@ def warmup(
         rng_key, sampler, position, energy_fn, steps, adaptation=adaptation, adapt=True, **tunables
     )
     return x, summary.adaptation
+
+
+def check_binary_starts(position: Array, who: str) -> None:
+    """Refuse concrete chain starts outside {0, 1} for a sampler of binary data
+    (traced starts cannot be read and pass).
+
+    Raises:
+        ValueError: naming ``who``, how many values are not bits, and one of them.
+    """
+    if isinstance(position, jax.core.Tracer):
+        return
+    values = np.asarray(position)
+    if not np.all((values == 0) | (values == 1)):
+        bad = values[(values != 0) & (values != 1)]
+        raise ValueError(
+            f"{who} samples binary data: chain starts must hold only 0 and 1, got "
+            f"{bad.size} other value(s) such as {bad.ravel()[0]!r}; start the chains from "
+            "binary data (or round the starts)"
+        )

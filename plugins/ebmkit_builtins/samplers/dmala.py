@@ -40,7 +40,6 @@ from typing import Any, NamedTuple
 import attrs
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ebmkit.config import SamplerConfig, config_class
 from ebmkit.config.validators import (
@@ -52,7 +51,12 @@ from ebmkit.config.validators import (
     positive_int,
 )
 from ebmkit.registry import ComponentSpec
-from ebmkit.sampling import BoundSampler, per_chain_diagnostics, per_row_energy_and_grad
+from ebmkit.sampling import (
+    BoundSampler,
+    check_binary_starts,
+    per_chain_diagnostics,
+    per_row_energy_and_grad,
+)
 from ebmkit.sampling.adaptation import (
     DualAveragingState,
     adapt_step_size,
@@ -140,27 +144,13 @@ class DMALAConfig(SamplerConfig):
             )
 
 
-def _check_binary(position: Array, who: str) -> None:
-    """Refuse concrete chain starts outside {0, 1} (traced ones cannot be read)."""
-    if isinstance(position, jax.core.Tracer):
-        return
-    values = np.asarray(position)
-    if not np.all((values == 0) | (values == 1)):
-        bad = values[(values != 0) & (values != 1)]
-        raise ValueError(
-            f"{who} samples binary data: chain starts must hold only 0 and 1, got "
-            f"{bad.size} other value(s) such as {bad.ravel()[0]!r}; start the chains from "
-            "binary data (or round the starts)"
-        )
-
-
 def init(position: Array, energy_fn: EnergyFn) -> DMALAState:
     """The state at ``position`` (``[B, *event]`` in {0, 1}): one energy-and-gradient pass.
 
     Raises:
         ValueError: a concrete ``position`` holds values other than 0 and 1.
     """
-    _check_binary(position, "dmala")
+    check_binary_starts(position, "dmala")
     energy, grad = per_row_energy_and_grad(energy_fn, position)
     return DMALAState(position=position, energy=energy, grad=grad)
 

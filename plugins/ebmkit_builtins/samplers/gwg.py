@@ -43,12 +43,16 @@ from typing import Any, NamedTuple
 import attrs
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ebmkit.config import SamplerConfig, config_class
 from ebmkit.config.validators import positive_int
 from ebmkit.registry import ComponentSpec
-from ebmkit.sampling import BoundSampler, per_chain_diagnostics, per_row_energy_and_grad
+from ebmkit.sampling import (
+    BoundSampler,
+    check_binary_starts,
+    per_chain_diagnostics,
+    per_row_energy_and_grad,
+)
 from ebmkit.types import Array, EnergyFn, PRNGKey, SamplerState
 
 __all__ = ["GWGConfig", "GWGState", "GWGInfo", "GWGSampler", "init", "build_kernel", "flip_logits", "spec"]
@@ -90,27 +94,13 @@ class GWGConfig(SamplerConfig):
     num_steps: int = attrs.field(default=20, validator=positive_int)
 
 
-def _check_binary(position: Array, who: str) -> None:
-    """Refuse concrete chain starts outside {0, 1} (traced ones cannot be read)."""
-    if isinstance(position, jax.core.Tracer):
-        return
-    values = np.asarray(position)
-    if not np.all((values == 0) | (values == 1)):
-        bad = values[(values != 0) & (values != 1)]
-        raise ValueError(
-            f"{who} samples binary data: chain starts must hold only 0 and 1, got "
-            f"{bad.size} other value(s) such as {bad.ravel()[0]!r}; start the chains from "
-            "binary data (or round the starts)"
-        )
-
-
 def init(position: Array, energy_fn: EnergyFn) -> GWGState:
     """The state at ``position`` (``[B, *event]`` in {0, 1}): one energy-and-gradient pass.
 
     Raises:
         ValueError: a concrete ``position`` holds values other than 0 and 1.
     """
-    _check_binary(position, "gwg")
+    check_binary_starts(position, "gwg")
     energy, grad = per_row_energy_and_grad(energy_fn, position)
     return GWGState(position=position, energy=energy, grad=grad)
 
