@@ -181,7 +181,7 @@ class UniformStarts:
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_generate(eval_graphdef, sampler, starts, n_samples, n_steps, static_tunables):
+def _jitted_generate(eval_graphdef, sampler, starts, n_samples, n_steps, static_tunables, info=True):
     def generate(params, rest, rng_key, advance, traced_tunables, labels):
         # With ``advance`` the key is the model's own: split it here, in the
         # compiled program (an eager split costs a dispatch per call), and hand
@@ -205,8 +205,12 @@ def _jitted_generate(eval_graphdef, sampler, starts, n_samples, n_steps, static_
             # The adaptation phase of an adaptive sampler, on these chains.
             warmup_key, chain_key = jax.random.split(chain_key)
             x0, adaptation = warmup(warmup_key, sampler, x0, energy_fn, **tunables)
-        x, summary = run_chain(chain_key, sampler, x0, energy_fn, n_steps, adaptation=adaptation, **tunables)
-        return x, summary, next_key
+        # Without ``return_info`` nothing reads the energies at the final
+        # positions: the chain skips evaluating them (K gradients, not K + 1).
+        x, summary = run_chain(
+            chain_key, sampler, x0, energy_fn, n_steps, adaptation=adaptation, final_energy=info, **tunables
+        )
+        return x, (summary if info else None), next_key
 
     return jax.jit(generate)
 
@@ -752,7 +756,9 @@ class EBM(nnx.Module):
         y = None if labels is None else self._generation_labels(labels, int(n_samples))
         own_key = rng_key is None
         params, rest = self.eval_variables()
-        fn = _jitted_generate(self._graphdefs()[1], sampler, self._starts, int(n_samples), int(n_steps), static)
+        fn = _jitted_generate(
+            self._graphdefs()[1], sampler, self._starts, int(n_samples), int(n_steps), static, bool(return_info)
+        )
         try:
             x, summary, next_key = fn(
                 params, rest, self.rng_key.get_value() if own_key else rng_key, own_key, traced, y

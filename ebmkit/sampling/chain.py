@@ -30,7 +30,8 @@ class ChainSummary(NamedTuple):
         grad_norm: mean gradient norm over steps.
         non_finite: True where any step produced a non-finite position or energy.
         initial_energy: energy at the start of the chain.
-        final_energy: energy at the end of the chain.
+        final_energy: energy at the end of the chain (``None`` when the chain
+            ran with ``final_energy=False``).
         adaptation: the adaptive sampler's state after the chain (``None``
             for samplers that do not adapt).
         num_grad_evals: gradient evaluations per chain over the chain (the
@@ -43,7 +44,7 @@ class ChainSummary(NamedTuple):
     grad_norm: Array
     non_finite: Array
     initial_energy: Array
-    final_energy: Array
+    final_energy: Array | None
     adaptation: Any = None
     num_grad_evals: Any = None
     divergences: Any = None
@@ -111,6 +112,7 @@ def _scan_chain(
     adapt: bool,
     tunables: Mapping[str, Any],
     thin: int | None,
+    final_energy: bool = True,
 ) -> tuple[Array, ChainSummary, ChainTrace | None]:
     """The one loop behind :func:`run_chain` and :func:`trace_chain`."""
     if schedule is None and isinstance(sampler, Scheduled):
@@ -173,8 +175,31 @@ def _scan_chain(
             blocks = jax.tree.map(lambda a: a.reshape((num_steps // thin, thin) + a.shape[1:]), xs)
             carry, (pos, en, ac) = jax.lax.scan(block, carry, blocks)
             trace = ChainTrace(position=pos, energy=en, acceptance_rate=ac, thin=int(thin))
-        else:
+        elif final_energy or num_steps == 1:
             carry, _ = jax.lax.scan(step, carry, xs)
+        else:
+            # The last step outside the loop: only its positions (and what they
+            # depend on) are used below, so XLA drops the rest of it.
+            head = jax.tree.map(lambda a: a[:-1], xs)
+            carry, _ = jax.lax.scan(step, carry, head)
+            kept_gnorm = carry[3]
+            (state, *rest), _ = step(carry, jax.tree.map(lambda a: a[-1], xs))
+            adaptation, acc, _, _, grads, divergent = rest
+            axes = tuple(range(1, state.position.ndim))
+            positions_bad = ~jnp.all(jnp.isfinite(state.position), axis=axes)
+            bad = carry[4] | positions_bad
+            n = float(num_steps)
+            summary = ChainSummary(
+                acceptance_rate=acc / n,
+                grad_norm=kept_gnorm / (n - 1.0),
+                non_finite=bad,
+                initial_energy=initial_energy,
+                final_energy=None,
+                adaptation=adaptation,
+                num_grad_evals=grads,
+                divergences=divergent if divergence_reported[0] else None,
+            )
+            return state.position, summary, None
         state, adaptation, acc, gnorm, bad, grads, divergent = carry
         n = float(num_steps)
         acc, gnorm = acc / n, gnorm / n
@@ -206,6 +231,7 @@ def run_chain(
     schedule: Callable[[Array], Mapping[str, Any]] | None = None,
     adaptation: Any = None,
     adapt: bool = False,
+    final_energy: bool = True,
     **tunables: Any,
 ) -> tuple[Array, ChainSummary]:
     """Run ``num_steps`` kernel steps on every chain (row) of ``position``.
@@ -223,6 +249,18 @@ def run_chain(
             kernel runs with ``sampler.adapted_tunables(adaptation)``.
         adapt: update ``adaptation`` after every step (the adaptation phase,
             or continued adaptation during training).
+        final_energy: evaluate the sampler's state at the final positions
+            (default). ``False`` is for callers that only need the positions
+            (a training loss that evaluates the energy there itself, or
+            ``generate``): the last step runs outside the loop, so whatever
+            the final positions do not depend on (the energy and gradient an
+            unadjusted Langevin step computes for its *next* step) is never
+            computed: ``K`` gradient evaluations instead of ``K + 1``. The
+            summary's ``final_energy`` is then ``None``, its ``grad_norm``
+            the mean over the first ``K - 1`` steps, and ``non_finite`` checks
+            the final positions instead of the last step's energy and
+            gradient. A sampler whose positions need them (an accept/reject
+            step) computes them all the same. One-step chains are unaffected.
         **tunables: numeric settings passed to every kernel call (scalars or
             per-chain arrays).
 
@@ -231,7 +269,8 @@ def run_chain(
         holds the final adaptation state).
     """
     x, summary, _ = _scan_chain(
-        rng_key, sampler, position, energy_fn, num_steps, schedule, adaptation, adapt, tunables, None
+        rng_key, sampler, position, energy_fn, num_steps, schedule, adaptation, adapt, tunables, None,
+        final_energy=final_energy,
     )
     return x, summary
 

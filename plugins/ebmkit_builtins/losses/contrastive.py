@@ -165,7 +165,7 @@ class ContrastiveLoss:
         adaptive = ctx.sampler_state is not None
         x_neg, summary = run_chain(
             chain_key, ctx.sampler, x0, ctx.sample_energy_fn, ctx.num_steps,
-            adaptation=ctx.sampler_state, adapt=adaptive, **ctx.tunables,
+            adaptation=ctx.sampler_state, adapt=adaptive, final_energy=False, **ctx.tunables,
         )
         x_neg = jax.lax.stop_gradient(x_neg)
         buffer_state = ctx.buffer_state
@@ -198,7 +198,9 @@ class ContrastiveLoss:
             "real_energy_mean": real,
             "fake_energy_mean": fake,
             "energy_gap": fake - real,
-            "mcmc_energy_decrease": jnp.mean(summary.initial_energy - summary.final_energy),
+            # The chains' final energies are the loss's own (the chain does not
+            # evaluate them a second time: run_chain(final_energy=False)).
+            "mcmc_energy_decrease": jnp.mean(summary.initial_energy) - jax.lax.stop_gradient(fake),
             "mcmc_acceptance": jnp.mean(summary.acceptance_rate),
             "mcmc_grad_norm": jnp.mean(summary.grad_norm),
             "mcmc_non_finite": jnp.mean(summary.non_finite.astype(jnp.float32)),

@@ -127,7 +127,10 @@ class JEMLoss:
 
         x_neg, summary = run_chain(
             chain_key, ctx.sampler, x0, energy_fn, ctx.num_steps,
-            adaptation=ctx.sampler_state, adapt=ctx.sampler_state is not None, **ctx.tunables,
+            adaptation=ctx.sampler_state, adapt=ctx.sampler_state is not None,
+            # Marginal chains end where the loss evaluates E(x) anyway: the
+            # chain need not evaluate its final positions a second time.
+            final_energy=self.conditional, **ctx.tunables,
         )
         x_neg = jax.lax.stop_gradient(x_neg)
         return x_neg, summary, ctx.buffer.update(ctx.buffer_state, x_neg, slots)
@@ -166,7 +169,9 @@ class JEMLoss:
                 "regulariser": regulariser,
                 "fake_energy_mean": fake,
                 "energy_gap": fake - real,
-                "mcmc_energy_decrease": jnp.mean(summary.initial_energy - summary.final_energy),
+                "mcmc_energy_decrease": jnp.mean(summary.initial_energy) - jax.lax.stop_gradient(
+                    fake if summary.final_energy is None else jnp.mean(summary.final_energy)
+                ),
                 "mcmc_acceptance": jnp.mean(summary.acceptance_rate),
                 "mcmc_grad_norm": jnp.mean(summary.grad_norm),
                 "mcmc_non_finite": jnp.mean(summary.non_finite.astype(jnp.float32)),

@@ -420,3 +420,75 @@ def test_replica_exchange_swaps_and_ladder():
         np.testing.assert_allclose(state.energy, standard_energy(state.position), rtol=1e-5)
     assert int(state.parity) in (0, 1)
     assert 0.2 < float(np.mean(rates)) < 1.0  # swaps happen, and not all of them
+
+
+# -- run_chain(final_energy=False): K gradient evaluations, not K + 1 ----------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_final_energy_false_gives_the_same_chains(name):
+    """Skipping the evaluation at the final positions changes no draw."""
+    sampler = make(name)
+    x0 = jax.random.normal(jax.random.key(0), (64, 2))
+    full = jax.jit(lambda k, x: run_chain(k, sampler, x, gaussian_energy, 6))
+    lean = jax.jit(lambda k, x: run_chain(k, sampler, x, gaussian_energy, 6, final_energy=False))
+    x_full, s_full = full(jax.random.key(3), x0)
+    x_lean, s_lean = lean(jax.random.key(3), x0)
+    np.testing.assert_allclose(np.asarray(x_lean), np.asarray(x_full), rtol=1e-5, atol=1e-6)
+    assert s_lean.final_energy is None and s_full.final_energy is not None
+    np.testing.assert_allclose(np.asarray(s_lean.acceptance_rate), np.asarray(s_full.acceptance_rate), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(s_lean.initial_energy), np.asarray(s_full.initial_energy), rtol=1e-6)
+    assert not np.any(np.asarray(s_lean.non_finite))
+
+
+def test_final_energy_false_grad_norm_is_the_mean_of_the_first_steps():
+    """grad_norm: the mean over the positions after steps 1 .. K - 1 (the
+    last step's positions are not evaluated)."""
+    from ebmkit.sampling import trace_chain
+
+    sampler = make("langevin")
+    x0 = jax.random.normal(jax.random.key(0), (32, 2))
+    _, _, trace = jax.jit(lambda k, x: trace_chain(k, sampler, x, gaussian_energy, 6))(jax.random.key(1), x0)
+    _, lean = jax.jit(lambda k, x: run_chain(k, sampler, x, gaussian_energy, 6, final_energy=False))(
+        jax.random.key(1), x0
+    )
+    grads = (np.asarray(trace.position[:-1]) - np.asarray(MU)) / np.asarray(VAR)
+    expected = np.linalg.norm(grads, axis=-1).mean(axis=0)
+    np.testing.assert_allclose(np.asarray(lean.grad_norm), expected, rtol=1e-5)
+
+
+def test_final_energy_false_flags_non_finite_final_positions():
+    sampler = make("langevin")
+
+    def energy(x):  # finite everywhere, but its gradient overflows on the rows it marks
+        return jnp.where(x[:, 0] > 50.0, 1e38 * jnp.sum(x**2, axis=-1), 0.5 * jnp.sum(x**2, axis=-1))
+
+    x0 = jnp.zeros((8, 2)).at[0].set(jnp.array([100.0, 0.0]))
+    x, summary = jax.jit(lambda k, x: run_chain(k, sampler, x, energy, 3, final_energy=False))(jax.random.key(0), x0)
+    bad = np.asarray(summary.non_finite)
+    assert bad[0] and not bad[1:].any()
+
+
+def test_final_energy_false_evaluates_k_gradients():
+    """The compiled chain loops K - 1 times after the start's evaluation and its
+    peeled last step computes no matrix product: K gradients in all (K + 1 with
+    ``final_energy=True``: the start and one per step)."""
+    import re
+
+    w = jax.random.normal(jax.random.key(0), (16, 32))
+
+    def energy(x):
+        return jnp.sum(jnp.tanh(x @ w) ** 2, axis=-1)
+
+    sampler = make("langevin")
+    x0 = jnp.zeros((8, 16))
+
+    def compiled(final):
+        fn = jax.jit(lambda k, x: run_chain(k, sampler, x, energy, 10, final_energy=final)[0])
+        return fn.lower(jax.random.key(0), x0).compile().as_text()
+
+    full, lean = compiled(True), compiled(False)
+    trips = lambda text: sorted(int(n) for n in re.findall(r'known_trip_count":\{"n":"(\d+)"', text))  # noqa: E731
+    dots = lambda text: len(re.findall(r"\bdot\(", text))  # noqa: E731
+    assert 10 in trips(full) and 9 in trips(lean) and 10 not in trips(lean)
+    assert dots(lean) == dots(full) > 0
