@@ -45,6 +45,7 @@ from ebmkit.nn import (
     graphdefs,
     split_energy,
 )
+from ebmkit.nn.eval import GraphSnapshot
 from ebmkit.sampling import BoundEnergy, run_chain, tunables_for, warmup
 from ebmkit.training.optim import lr_schedule, make_optimizer
 from ebmkit.training.step import TrainState, jitted_train_step, make_train_step
@@ -153,7 +154,8 @@ def _labels_of(batch: Any, n: int, what: str) -> jax.Array | None:
 def _split_tunables(tunables: Mapping[str, Any]) -> tuple[dict[str, Any], tuple]:
     """Numbers travel as traced arguments (no recompile when they change);
     ``None`` and other structural values are static."""
-    traced = {k: jnp.asarray(v, jnp.float32) for k, v in tunables.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    # numpy scalars: a jnp.asarray here is an eager dispatch per call (90 µs).
+    traced = {k: np.float32(v) for k, v in tunables.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     static = tuple(sorted((k, v) for k, v in tunables.items() if k not in traced))
     return traced, static
 
@@ -352,6 +354,13 @@ _STATE_ATTRS = (
 )
 
 
+def _copy_dicts(tree: Any) -> Any:
+    """``tree``'s nested dicts copied, its arrays shared."""
+    if isinstance(tree, dict):
+        return {k: _copy_dicts(v) for k, v in tree.items()}
+    return tree
+
+
 def _variables(tree: Any) -> list[nnx.Variable]:
     return jax.tree.leaves(tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
 
@@ -362,18 +371,20 @@ class _StepCache:
 
     It holds the last :class:`TrainState` and, for every leaf of it, the nnx
     Variable that mirrors it in the module. A call is served from the cache
-    only if the module still holds exactly those Variables (``nnx.iter_graph``
-    finds the same objects) with exactly those arrays in them (identity, not
-    equality): ``nnx.update``, an ``nnx.Optimizer`` step, a checkpoint restore
-    or assigning an attribute all replace an array or a Variable, and the next
+    only if the network is exactly as the last call left it (a
+    :class:`~ebmkit.nn.eval.GraphSnapshot`: the same objects in every
+    attribute, the same arrays in every Variable; identity, not equality) and
+    the model's other state Variables hold the cached arrays:
+    ``nnx.update``, an ``nnx.Optimizer`` step, a checkpoint restore or
+    assigning an attribute all replace an array or an object, and the next
     call rebuilds the state from the module. After a step the new arrays are
     written into the same Variables, so the module is always current.
     """
 
-    def __init__(self, model: EBM, state: TrainState, step: Any, key: tuple, graph_vars: list[nnx.Variable]):
+    def __init__(self, model: EBM, state: TrainState, step: Any, key: tuple):
         self.step = step
         self.key = key
-        self.graph_vars = graph_vars
+        self.snapshot = GraphSnapshot(model.energy_net)
         by_path = {path: v for path, v in nnx.iter_graph(model.energy_net) if isinstance(v, nnx.Variable)}
         self.energy_vars = []
         for tree in (state.energy_params, state.energy_state):
@@ -404,10 +415,8 @@ class _StepCache:
         out.append(state.rng_key)
         return out
 
-    def valid(self, model: EBM, key: tuple, graph_vars: list[nnx.Variable]) -> bool:
-        if key != self.key or len(graph_vars) != len(self.graph_vars):
-            return False
-        if any(a is not b for a, b in zip(graph_vars, self.graph_vars, strict=True)):
+    def valid(self, model: EBM, key: tuple) -> bool:
+        if key != self.key or not self.snapshot.matches(model.energy_net):
             return False
         if any(getattr(model, name) is not self.attrs[name] for name, _ in _STATE_ATTRS):
             return False
@@ -428,6 +437,7 @@ class _StepCache:
             return False
         for v, a in zip(variables, arrays, strict=True):
             v.set_raw_value(a)
+        self.snapshot.refresh_arrays()
         self.state = state
         return True
 
@@ -435,6 +445,32 @@ class _StepCache:
 #: EBM -> its _StepCache. Kept outside the module: an attribute would become
 #: part of the module's graph (and of every graphdef).
 _STEP_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _EvalCache:
+    """The network's graph definitions and variables as evaluation and
+    sampling read them, kept while the network is untouched (a
+    :class:`~ebmkit.nn.eval.GraphSnapshot` matches): splitting a module walks
+    its whole graph (0.5 ms for a small MLP, several for a CNN), a cost every
+    ``generate``, ``energy`` and ``model(x)`` call paid before. Also keeps
+    the compiled ``generate`` programs looked up for these graphs."""
+
+    def __init__(self, net: nnx.Module):
+        self.graphdefs = graphdefs(net)
+        self.params, self.rest = split_energy(net)
+        self.snapshot = GraphSnapshot(net)
+        self.programs: dict[tuple, Any] = {}
+
+    @classmethod
+    def of(cls, model: EBM) -> _EvalCache:
+        cache = _EVAL_CACHES.get(model)
+        if cache is None or not cache.snapshot.matches(model.energy_net):
+            cache = _EVAL_CACHES[model] = cls(model.energy_net)
+        return cache
+
+
+#: EBM -> its _EvalCache (outside the module, as _STEP_CACHES).
+_EVAL_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class EBM(nnx.Module):
@@ -607,10 +643,12 @@ class EBM(nnx.Module):
         return sub
 
     def _graphdefs(self) -> tuple[Any, Any]:
-        return graphdefs(self.energy_net)
+        return _EvalCache.of(self).graphdefs
 
     def _params_rest(self) -> tuple[Any, Any]:
-        return split_energy(self.energy_net)
+        cache = _EvalCache.of(self)
+        # Fresh dicts around the same arrays: callers may rearrange them.
+        return _copy_dicts(cache.params), _copy_dicts(cache.rest)
 
     # -- which parameters evaluation uses -----------------------------------------
 
@@ -665,19 +703,26 @@ class EBM(nnx.Module):
             which: ``"ema"`` or ``"live"``; default :attr:`evaluate_with`.
                 Before any training the average equals the live parameters.
         """
+        params, rest = self._eval_arrays(which)
+        return _copy_dicts(params), _copy_dicts(rest)
+
+    def _eval_arrays(self, which: str | None = None, cache: _EvalCache | None = None) -> tuple[Any, Any]:
+        """:meth:`eval_variables` without the copy (the cached dicts: read only)."""
         which = self._evaluate_with if which is None else self._check_parameter_set(which)
-        params, rest = self._params_rest()
+        cache = _EvalCache.of(self) if cache is None else cache
+        params = cache.params
         if which == "ema" and self.ema_params is not None:
             params = _unwrap(self.ema_params)
-        return params, rest
+        return params, cache.rest
 
     # -- energy and score ----------------------------------------------------------
 
     def energy(self, x: Any) -> jax.Array:
         """``E(x)`` for a batch ``x[B, *event_shape]`` (eval mode, compiled once)."""
         x = check_batch(x, self.event_shape, "energy(x)")
-        params, rest = self.eval_variables()
-        return energy_programs(self._graphdefs()[1])[0](params, rest, x)
+        cache = _EvalCache.of(self)
+        params, rest = self._eval_arrays(cache=cache)
+        return energy_programs(cache.graphdefs[1])[0](params, rest, x)
 
     def score(self, x: Any) -> jax.Array:
         """``-∇ₓE(x)``, the score of the model density, per row."""
@@ -686,8 +731,9 @@ class EBM(nnx.Module):
     def __call__(self, x: Any) -> dict[str, jax.Array]:
         """``{"energy": E[B], "score": -∇E[B, *event]}``."""
         x = check_batch(x, self.event_shape, "model(x)")
-        params, rest = self.eval_variables()
-        energy, score = energy_programs(self._graphdefs()[1])[1](params, rest, x)
+        cache = _EvalCache.of(self)
+        params, rest = self._eval_arrays(cache=cache)
+        energy, score = energy_programs(cache.graphdefs[1])[1](params, rest, x)
         return {"energy": energy, "score": score}
 
     # -- sampling ------------------------------------------------------------------
@@ -755,10 +801,16 @@ class EBM(nnx.Module):
         traced, static = _split_tunables(tunables)
         y = None if labels is None else self._generation_labels(labels, int(n_samples))
         own_key = rng_key is None
-        params, rest = self.eval_variables()
-        fn = _jitted_generate(
-            self._graphdefs()[1], sampler, self._starts, int(n_samples), int(n_steps), static, bool(return_info)
-        )
+        cache = _EvalCache.of(self)
+        params, rest = self._eval_arrays(cache=cache)
+        # The compiled program, looked up once per graph (hashing a graphdef
+        # for the lru_cache costs more than the rest of a call).
+        lookup = (id(sampler), id(self._starts), int(n_samples), int(n_steps), static, bool(return_info))
+        fn = cache.programs.get(lookup)
+        if fn is None:
+            fn = cache.programs[lookup] = _jitted_generate(
+                cache.graphdefs[1], sampler, self._starts, int(n_samples), int(n_steps), static, bool(return_info)
+            )
         try:
             x, summary, next_key = fn(
                 params, rest, self.rng_key.get_value() if own_key else rng_key, own_key, traced, y
@@ -876,10 +928,9 @@ class EBM(nnx.Module):
         y = _labels_of(batch, x.shape[0], "train_step(batch)")
         # The state and the compiled step are reused while the module is
         # untouched (see _StepCache); otherwise both are rebuilt from it.
-        graph_vars = [v for _, v in nnx.iter_graph(self.energy_net) if isinstance(v, nnx.Variable)]
         key = self._step_key()
         cache = _STEP_CACHES.get(self)
-        if cache is None or not cache.valid(self, key, graph_vars):
+        if cache is None or not cache.valid(self, key):
             cache = None
             _STEP_CACHES.pop(self, None)
             state, step = self.train_state(), self.train_step_fn()
@@ -888,7 +939,7 @@ class EBM(nnx.Module):
         new_state, metrics = step(state, Batch(x, y))
         if cache is None or not cache.write(self, new_state):
             self.load_train_state(new_state)
-            _STEP_CACHES[self] = _StepCache(self, new_state, step, key, graph_vars)
+            _STEP_CACHES[self] = _StepCache(self, new_state, step, key)
         return metrics
 
     def _step_key(self) -> tuple:

@@ -22,7 +22,7 @@ from flax import nnx
 
 from ebmkit.sampling.chain import per_row_energy_and_grad
 
-__all__ = ["eval_view", "graphdefs", "split_energy", "energy_programs"]
+__all__ = ["eval_view", "graphdefs", "split_energy", "energy_programs", "GraphSnapshot"]
 
 #: The keys of eval mode, as ``nnx.view`` takes them.
 EVAL_MODE = (("deterministic", True), ("update_stats", False), ("use_running_average", True))
@@ -76,3 +76,80 @@ def energy_programs(eval_graphdef: Any) -> tuple[Any, Any]:
         return e, -g
 
     return jax.jit(energy), jax.jit(energy_and_score)
+
+
+_MISSING = object()
+_CONTAINERS = (nnx.Variable, nnx.Pytree, list, tuple, dict)
+
+
+class GraphSnapshot:
+    """Everything reachable from a module, by identity, to tell cheaply whether
+    it is exactly as it was.
+
+    It records every nnx object's attributes (the objects they hold, not
+    copies), every list, tuple and dict among them, and the array inside every
+    ``nnx.Variable``. :meth:`matches` is then a walk of identity comparisons:
+    assigning any attribute anywhere in the graph (a new submodule, a new
+    Variable, a changed setting), ``nnx.update``, an optimiser step or a
+    restore (each puts new arrays into the Variables) all make it false.
+    What it cannot see is a mutable non-nnx object changed in place inside a
+    module (a numpy array attribute edited in place); nnx's own graph
+    definitions do not track that either.
+
+    ``nnx.iter_graph`` answers the same question but costs 0.25 ms for a
+    small MLP and 2 ms for a CNN per call; :meth:`matches` costs 5 and 45 µs.
+    """
+
+    __slots__ = ("root", "records")
+
+    def __init__(self, root: Any):
+        self.root = root
+        self.records: list[tuple[Any, int, Any]] = []
+        self._walk(root, set())
+
+    def _walk(self, obj: Any, seen: set[int]) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, nnx.Variable):
+            self.records.append((obj, 0, obj.get_raw_value()))
+            return
+        if isinstance(obj, (nnx.Pytree, dict)):
+            items = tuple((vars(obj) if isinstance(obj, nnx.Pytree) else obj).items())
+            self.records.append((obj, 1 if isinstance(obj, nnx.Pytree) else 2, items))
+            children = (v for _, v in items)
+        elif isinstance(obj, (list, tuple)):
+            items = tuple(obj)
+            self.records.append((obj, 3, items))
+            children = iter(items)
+        else:
+            return
+        for child in children:
+            if isinstance(child, _CONTAINERS):
+                self._walk(child, seen)
+
+    def matches(self, root: Any) -> bool:
+        """Whether ``root`` is the module snapshotted, holding exactly what it held."""
+        if root is not self.root:
+            return False
+        for obj, kind, snap in self.records:
+            if kind == 0:
+                if obj.get_raw_value() is not snap:
+                    return False
+            elif kind == 3:
+                if len(obj) != len(snap) or any(a is not b for a, b in zip(obj, snap, strict=True)):
+                    return False
+            else:
+                current = vars(obj) if kind == 1 else obj
+                if len(current) != len(snap):
+                    return False
+                for key, value in snap:
+                    if current.get(key, _MISSING) is not value:
+                        return False
+        return True
+
+    def refresh_arrays(self) -> None:
+        """Take in the arrays now in the Variables (after writing them oneself)."""
+        self.records = [
+            (obj, 0, obj.get_raw_value()) if kind == 0 else (obj, kind, snap) for obj, kind, snap in self.records
+        ]

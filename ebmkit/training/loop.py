@@ -92,6 +92,12 @@ class TrainResult:
 
 
 def _as_host(metrics: list[dict[str, jax.Array]]) -> list[dict[str, np.ndarray]]:
+    # On CPU an array's host view is free (np.asarray); jax.device_get would
+    # schedule an asynchronous copy per array first, 7x slower for the ~1,300
+    # scalars of 100 logged steps (15 vs 2 ms, 2 % of the training time). On
+    # an accelerator those overlapping copies are what make it fast.
+    if jax.default_backend() == "cpu":
+        return [{k: np.asarray(v) for k, v in m.items()} for m in metrics]
     return [{k: np.asarray(v) for k, v in m.items()} for m in jax.device_get(metrics)]
 
 
