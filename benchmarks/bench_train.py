@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--hidden", default="128,128")
     parser.add_argument("--no-guide", dest="guide", action="store_false",
                         help="skip the guide path (model.train_step in a Python loop)")
+    parser.add_argument("--no-host-data", dest="host_data", action="store_false",
+                        help="skip the Trainer row that draws batches on the host (data_on_device = never)")
     parser.add_argument("--quick", action="store_true", help="--steps 100 --repeats 3 --spc 1,50")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -235,6 +237,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for spc in spcs:
         _common.log(f"bench_train: compiling Trainer steps_per_call={spc}")
         trainers[f"ebmkit Trainer (steps_per_call={spc})"] = TrainerCase(spc, args.steps, overrides)
+    if args.host_data:
+        # The same Trainer drawing its batches with numpy on the host and
+        # handing them over per call (train.data_on_device = "never").
+        host = {**overrides, "train": {**overrides["train"], "data_on_device": "never"}}
+        trainers["ebmkit Trainer (steps_per_call=1, host data)"] = TrainerCase(1, args.steps, host)
     cases.update(trainers)
 
     _common.log("bench_train: timing")

@@ -27,6 +27,8 @@ __all__ = [
     "AugmentConfig",
     "GaussianReference",
     "augment",
+    "augment_on_device",
+    "DeviceSampler",
     "batch_from",
     "check_batch",
     "split_indices",
@@ -68,6 +70,14 @@ class Dataset:
     def sample_labelled(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` training samples and their labels ``int32[n]`` (labelled data sets)."""
         raise NotImplementedError(f"data set {self.name!r} has no labels")
+
+    def device_sampler(self, labelled: bool = False) -> DeviceSampler | None:
+        """How to draw training batches with JAX inside the compiled training
+        step (no host batch, no transfer), or ``None`` when the data set only
+        samples on the host. The draws follow the same distribution as
+        :meth:`sample` (with :meth:`sample_labelled`'s labels when
+        ``labelled``), from a JAX key instead of a numpy generator."""
+        return None
 
     def reference(self) -> GaussianReference:
         """A tractable distribution close to the data: a Gaussian fitted to
@@ -135,6 +145,47 @@ def augment(x: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator, *, imag
     return x
 
 
+@attrs.frozen
+class DeviceSampler:
+    """A data set's training draws as a pure JAX function.
+
+    Attributes:
+        arrays: a pytree of host arrays the draw reads (the training split);
+            the trainer places it on the device once and passes it to every
+            call. ``None`` when the draw needs no data (a toy's generator).
+        draw: ``draw(arrays, key, n)`` -> ``x[n, *event]`` (float32), or
+            ``(x, y[n])`` (int32 labels) for a sampler built with
+            ``labelled=True``; traceable, shapes static in ``n``.
+    """
+
+    arrays: Any
+    draw: Any
+
+
+def augment_on_device(x: Any, cfg: AugmentConfig, rng_key: Any, *, image: bool) -> Any:
+    """:func:`augment` in JAX, for draws inside a compiled step (the same
+    transformations with the same probabilities, from ``rng_key``)."""
+    import jax
+    import jax.numpy as jnp
+
+    if cfg.is_identity:
+        return x
+    k_flip, k_crop, k_noise = jax.random.split(rng_key, 3)
+    if image and x.ndim == 4:
+        n, h, w, c = x.shape
+        if cfg.hflip:
+            flip = jax.random.uniform(k_flip, (n,)) < 0.5
+            x = jnp.where(flip[:, None, None, None], x[:, :, ::-1, :], x)
+        if cfg.crop_padding:
+            p = cfg.crop_padding
+            padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+            offsets = jax.random.randint(k_crop, (n, 2), 0, 2 * p + 1)
+            x = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c)))(padded, offsets)
+    if cfg.noise_std:
+        x = x + cfg.noise_std * jax.random.normal(k_noise, x.shape, x.dtype)
+    return x
+
+
 class ArrayDataset(Dataset):
     """A finite data set held in memory as train/test arrays."""
 
@@ -182,6 +233,24 @@ class ArrayDataset(Dataset):
         if n is None or n >= len(self.test):
             return self.test
         return self.test[:n]
+
+    def device_sampler(self, labelled: bool = False) -> DeviceSampler | None:
+        """Rows of the training split drawn uniformly with replacement (as
+        :meth:`sample`), then augmented, all on the device."""
+        import jax
+
+        if labelled and self.labels is None:
+            return None
+        arrays = {"x": self.train, "y": self.labels[0]} if labelled else {"x": self.train}
+        cfg, image = self.augment_config, self.modality == "image"
+
+        def draw(arrays: Any, rng_key: Any, n: int) -> Any:
+            k_rows, k_augment = jax.random.split(rng_key)
+            rows = jax.random.randint(k_rows, (n,), 0, arrays["x"].shape[0])
+            x = augment_on_device(arrays["x"][rows], cfg, k_augment, image=image)
+            return (x, arrays["y"][rows]) if labelled else x
+
+        return DeviceSampler(arrays=arrays, draw=draw)
 
 
 def batch_from(batch: Any) -> Any:

@@ -56,6 +56,7 @@ def test_bench_train_runs(capsys):
     assert report["targets"]["spc1_vs_reference"]["wall"]["median"] > 0
     assert report["targets"]["guide_vs_reference"]["wall"]["median"] > 0
     assert "ebmkit Trainer (steps_per_call=1)" in report["cases"]
+    assert "ebmkit Trainer (steps_per_call=1, host data)" in report["cases"]
 
 
 def test_bench_samplers_runs(capsys):
@@ -82,6 +83,17 @@ def test_bench_roofline_runs(capsys):
     # 4 * batch * sum(in * out) for 16-8-8-1 at batch 4.
     assert report["settings"]["flops_per_step"] == 4 * 4 * (16 * 8 + 8 * 8 + 8 * 1)
     assert report["large_mlp"]["ebmkit generate (prng=auto)"]["fraction_of_peak_best"] > 0
+
+
+def test_bench_conv_runs(capsys):
+    from benchmarks import bench_conv
+
+    bench_conv.main(["--recipes", "digits_deep", "--quick", "--repeats", "1", "--grad-calls", "1"])
+    report = _report(capsys)["recipes"]["digits_deep"]
+    # The shipped convolution computes what the plain one does.
+    assert report["equivalence_vs_plain"]["custom VJP (cnn now)"]["grad_max_rel"] < 1e-4
+    step = report["sections"]["train step"]["cases"]["custom VJP (cnn now)"]
+    assert step["speed_vs_plain"]["median"] > 0 and 0 < step["fraction_of_peak_median_of_rounds"] < 1
 
 
 def test_bench_scaling_runs(capsys):

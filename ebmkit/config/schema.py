@@ -95,6 +95,15 @@ class TrainConfig(ConfigBase):
         energy_bound: an energy magnitude above this counts as divergence.
         max_retries: rollbacks to the last good checkpoint before giving up.
         lr_decay_on_retry: factor applied to the learning rate on each rollback.
+        data_on_device: where training batches are drawn. ``auto``
+            (default): inside the compiled step, with JAX, when the data set
+            can (:meth:`ebmkit.data.Dataset.device_sampler`: the 2-D toys and
+            in-memory image/table sets) and training runs on one device;
+            otherwise on the host with numpy. ``always`` insists (an error
+            when it cannot), ``never`` always uses the host. On the device
+            there is no host batch, no transfer and no Python work per step;
+            the batch of step ``s`` is a function of ``seed`` and ``s``, so a
+            resumed run draws what the uninterrupted one would have.
         ema_decay: keep an exponential moving average of the energy's
             parameters, ``ema = ema_decay * ema + (1 - ema_decay) * params``
             after every optimiser step (inside the compiled step), starting
@@ -123,6 +132,7 @@ class TrainConfig(ConfigBase):
     max_retries: int = attrs.field(default=2, validator=non_negative_int)
     lr_decay_on_retry: float = attrs.field(default=0.5, validator=in_range(0, 1, low_open=True, high_open=True))
     ema_decay: float | None = attrs.field(default=None, validator=optional(in_range(0, 1, high_open=True)))
+    data_on_device: str = attrs.field(default="auto", validator=one_of(["auto", "always", "never"]))
 
     @property
     def ema(self) -> float | None:

@@ -101,6 +101,28 @@ def _as_host(metrics: list[dict[str, jax.Array]]) -> list[dict[str, np.ndarray]]
     return [{k: np.asarray(v) for k, v in m.items()} for m in jax.device_get(metrics)]
 
 
+#: Folded into ``jax.random.key(train.seed)``: the key of the batches drawn on the device.
+_DATA_STREAM = 0x44415441  # "DATA"
+
+
+def _drawing_batches(program: Callable, draw: Callable, batch_size: int, data_key: jax.Array) -> Callable:
+    """``program(state, batches)`` fed by batches drawn on the device:
+    ``(state, (arrays, steps)) -> program(state, batches)``, the batch of step
+    ``s`` drawn from ``fold_in(data_key, s)`` (so it depends on the seed and
+    the step alone, whatever ``steps_per_call`` and however often resumed)."""
+
+    def drawn(state: Any, xs: tuple[Any, jax.Array]) -> Any:
+        arrays, steps = xs
+
+        def one(step: jax.Array) -> Batch:
+            out = draw(arrays, jax.random.fold_in(data_key, step), batch_size)
+            return Batch(*out) if isinstance(out, tuple) else Batch(out)
+
+        return program(state, jax.vmap(one)(steps))
+
+    return drawn
+
+
 @jax.jit
 def _all_finite_program(state: Any) -> jax.Array:
     """Whether every floating-point value of ``state`` is finite (on the device)."""
@@ -195,7 +217,17 @@ class Trainer:
         #: The per-device program (what runs under shard_map); for references.
         self.local_program = fuse_steps(step, self.train.energy_bound)
         self.state: TrainState = self.placement.put_state(state)
-        self._step = self.placement.compile(self.local_program, self.state)
+        #: The data set's device sampler when batches are drawn inside the
+        #: compiled step (``train.data_on_device``), else ``None``.
+        self.device_data = self._device_sampler()
+        program = self.local_program
+        if self.device_data is not None:
+            program = _drawing_batches(
+                self.local_program, self.device_data.draw, self.train.batch_size,
+                jax.random.fold_in(jax.random.key(self.train.seed), _DATA_STREAM),
+            )
+            self._data_arrays = jax.device_put(self.device_data.arrays)
+        self._step = self.placement.compile(program, self.state)
         self.step = 0
         self.data_rng = np.random.default_rng(self.placement.data_seed(self.train.seed))
         self.retries = 0
@@ -493,7 +525,33 @@ class Trainer:
         return Batch(np.stack([x for x, _ in pairs]), np.stack([np.asarray(y, np.int32) for _, y in pairs]))
 
     def _device_batches(self, n_steps: int) -> Any:
+        """What the compiled program takes for its next ``n_steps`` steps: host
+        batches, or (drawing on the device) the data arrays and the steps' indices."""
+        if self.device_data is not None:
+            steps = (np.arange(self.step, self.step + n_steps, dtype=np.int64) % 2**32).astype(np.uint32)
+            return self._data_arrays, steps
         return self.placement.put_batches(self._batches(n_steps))
+
+    def _device_sampler(self) -> Any:
+        """The data set's :class:`~ebmkit.data.DeviceSampler` if batches are to
+        be drawn inside the compiled step (``train.data_on_device``)."""
+        mode = self.train.data_on_device
+        if mode == "never":
+            return None
+        sampler, reason = None, None
+        if not isinstance(self.placement, SingleDevice):
+            reason = "training runs on a device mesh (data-parallel batches are drawn on the host)"
+        else:
+            make = getattr(self.dataset, "device_sampler", None)
+            sampler = make(labelled=self.labelled) if callable(make) else None
+            if sampler is None:
+                reason = f"data set {getattr(self.dataset, 'name', '?')!r} draws its batches on the host only"
+        if reason is not None and mode == "always":
+            raise ConfigError([ConfigProblem(
+                path="train.data_on_device", message=f"'always' cannot be met: {reason}",
+                suggestion='set train.data_on_device = "auto"',
+            )])
+        return sampler if reason is None else None
 
     def _warmup_sampler(self) -> None:
         """The adaptation phase of an adaptive sampler, before the first step."""

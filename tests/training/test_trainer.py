@@ -61,12 +61,14 @@ def test_fit_writes_metrics_config_and_checkpoints(tmp_path):
     )
 
 
-def test_resume_is_bit_exact(tmp_path):
-    full = make_trainer(tmp_path / "full", steps=40)
+@pytest.mark.parametrize("data_on_device", ["always", "never"])
+def test_resume_is_bit_exact(tmp_path, data_on_device):
+    full = make_trainer(tmp_path / "full", steps=40, data_on_device=data_on_device)
     full.fit()
-    first = make_trainer(tmp_path / "split", steps=20)
+    first = make_trainer(tmp_path / "split", steps=20, data_on_device=data_on_device)
     first.fit()
-    second = make_trainer(tmp_path / "split", steps=40)
+    assert (first.device_data is not None) == (data_on_device == "always")
+    second = make_trainer(tmp_path / "split", steps=40, data_on_device=data_on_device)
     second.fit(resume=True)
     a, b = params_of(full), params_of(second)
     assert a.keys() == b.keys()
@@ -227,3 +229,31 @@ def test_dataset_shape_must_match_the_model():
     model = ebmkit.EBM(config, event_shape=(3,))
     with pytest.raises(ValueError, match="shape"):
         Trainer(model, build_dataset(config.dataset))
+
+
+def test_batches_drawn_on_the_device_depend_on_the_step_only():
+    """Drawing inside the compiled step: the same batches whatever steps_per_call;
+    a data set that cannot is refused for 'always'."""
+    one = make_trainer(steps=8, steps_per_call=1, data_on_device="always")
+    two = make_trainer(steps=8, steps_per_call=4, data_on_device="always")
+    one.fit()
+    two.fit()
+    a, b = params_of(one), params_of(two)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    # And they are the batches of the data set (a run on host batches ends elsewhere,
+    # but near: the same distribution).
+    host = make_trainer(steps=8, data_on_device="never")
+    host.fit()
+    assert one.device_data is not None and host.device_data is None
+
+    class HostOnly(ebmkit.data.Dataset):  # a data set without a device sampler
+        name, event_shape, bounds = "host_only", (2,), (-4.0, 4.0)
+
+        def sample(self, rng, n):
+            return rng.normal(size=(n, 2)).astype(np.float32)
+
+    config = ebmkit.load_config(TINY, train={"data_on_device": "always"})
+    with pytest.raises(ebmkit.ConfigError, match="train.data_on_device.*host only"):
+        Trainer(ebmkit.EBM(config, event_shape=(2,)), HostOnly())
+    assert Trainer(ebmkit.EBM(ebmkit.load_config(TINY), event_shape=(2,)), HostOnly()).device_data is None

@@ -38,13 +38,16 @@ quadrature over the arc, see :class:`Moons`), and with them
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ebmkit.config import DatasetConfig, config_class
 from ebmkit.config.validators import non_negative
-from ebmkit.data import HELD_OUT_SEED, Dataset
+from ebmkit.data import HELD_OUT_SEED, Dataset, DeviceSampler
 from ebmkit.registry import ComponentSpec
 from ebmkit.types import BuildContext
 
@@ -123,6 +126,57 @@ class PinwheelConfig(ToyConfig):
     """Config of ``pinwheel``."""
 
 
+# -- random draws: one construction of each toy, for numpy and for JAX ----------
+
+
+class _HostDraws:
+    """A numpy generator behind the calls the toys make (the same calls, in
+    the same order, as the generator methods they stand for)."""
+
+    xp = np
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def random(self, n: int) -> np.ndarray:
+        return self.rng.random(n)
+
+    def integers(self, high: int, n: int) -> np.ndarray:
+        return self.rng.integers(0, high, size=n)
+
+    def normal(self, scale: float, shape: tuple[int, ...]) -> np.ndarray:
+        return self.rng.normal(0.0, scale, size=shape)
+
+    def standard_normal(self, n: int) -> np.ndarray:
+        return self.rng.standard_normal(n)
+
+
+class _DeviceDraws:
+    """The same calls on a JAX key (split once per call): for draws inside a
+    compiled training step."""
+
+    xp = jnp
+
+    def __init__(self, rng_key: jax.Array):
+        self.key = rng_key
+
+    def _next(self) -> jax.Array:
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+    def random(self, n: int) -> jax.Array:
+        return jax.random.uniform(self._next(), (n,))
+
+    def integers(self, high: int, n: int) -> jax.Array:
+        return jax.random.randint(self._next(), (n,), 0, high)
+
+    def normal(self, scale: float, shape: tuple[int, ...]) -> jax.Array:
+        return scale * jax.random.normal(self._next(), shape)
+
+    def standard_normal(self, n: int) -> jax.Array:
+        return jax.random.normal(self._next(), (n,))
+
+
 # -- data sets -----------------------------------------------------------------
 
 
@@ -140,9 +194,29 @@ class ToyDataset(Dataset):
     def __init__(self, config: ToyConfig | None = None, ctx: BuildContext | None = None):
         self.config = config if config is not None else self.config_cls()
 
+    def _construct(self, draws: Any, n: int) -> tuple[Any, Any]:
+        """``n`` i.i.d. clean points ``[n, 2]`` and the part each came from,
+        built from ``draws`` (:class:`_HostDraws` or :class:`_DeviceDraws`;
+        array functions from ``draws.xp``)."""
+        raise NotImplementedError
+
     def _draw_labelled(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` i.i.d. clean points, float64 ``[n, 2]``, and the part each came from."""
-        raise NotImplementedError
+        return self._construct(_HostDraws(rng), n)
+
+    def device_sampler(self, labelled: bool = False) -> DeviceSampler:
+        """The toy's own construction on a JAX key (plus ``noise_std``)."""
+        noise = float(self.config.noise_std)
+
+        def draw(arrays: Any, rng_key: jax.Array, n: int) -> Any:
+            k_points, k_noise = jax.random.split(rng_key)
+            x, y = self._construct(_DeviceDraws(k_points), n)
+            x = x.astype(jnp.float32)
+            if noise:
+                x = x + noise * jax.random.normal(k_noise, x.shape)
+            return (x, y.astype(jnp.int32)) if labelled else x
+
+        return DeviceSampler(arrays=None, draw=draw)
 
     def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` i.i.d. clean points, float64 ``[n, 2]``."""
@@ -238,9 +312,9 @@ class EightGaussians(ToyDataset):
 
     num_classes = 8
 
-    def _draw_labelled(self, rng, n):
-        idx = rng.integers(0, 8, size=n)
-        return self.centers[idx] + rng.normal(0.0, self.std, size=(n, 2)), idx
+    def _construct(self, draws, n):
+        idx = draws.integers(8, n)
+        return draws.xp.asarray(self.centers)[idx] + draws.normal(self.std, (n, 2)), idx
 
     def class_log_prob(self, x):
         x = _points(x)
@@ -266,14 +340,15 @@ class TwoSpirals(ToyDataset):
 
     num_classes = 2
 
-    def _draw_labelled(self, rng, n):
-        t = np.sqrt(rng.random(n)) * (540.0 * 2.0 * np.pi / 360.0)
-        arm = np.stack(
-            [-np.cos(t) * t + 0.5 * rng.random(n), np.sin(t) * t + 0.5 * rng.random(n)], axis=1
+    def _construct(self, draws, n):
+        xp = draws.xp
+        t = xp.sqrt(draws.random(n)) * (540.0 * 2.0 * np.pi / 360.0)
+        arm = xp.stack(
+            [-xp.cos(t) * t + 0.5 * draws.random(n), xp.sin(t) * t + 0.5 * draws.random(n)], axis=1
         )
-        first = rng.random(n) < 0.5
-        sign = np.where(first, 1.0, -1.0)[:, None]
-        return sign * arm / 3.0 + rng.normal(0.0, 0.1, size=(n, 2)), np.where(first, 0, 1)
+        first = draws.random(n) < 0.5
+        sign = xp.where(first, 1.0, -1.0)[:, None]
+        return sign * arm / 3.0 + draws.normal(0.1, (n, 2)), xp.where(first, 0, 1)
 
 
 class Checkerboard(ToyDataset):
@@ -290,18 +365,19 @@ class Checkerboard(ToyDataset):
 
     num_classes = 8
 
-    def _draw_labelled(self, rng, n):
+    def _construct(self, draws, n):
         # FFJORD's construction: x1 uniform on [-2, 2); x2 on [0, 1) or [-2, -1),
         # shifted up by one in odd columns; everything doubled.
-        x1 = rng.random(n) * 4.0 - 2.0
-        x2 = rng.random(n) - 2.0 * rng.integers(0, 2, size=n) + np.floor(x1) % 2
-        x = 2.0 * np.stack([x1, x2], axis=1)
-        return x, self._square(x)
+        xp = draws.xp
+        x1 = draws.random(n) * 4.0 - 2.0
+        x2 = draws.random(n) - 2.0 * draws.integers(2, n) + xp.floor(x1) % 2
+        x = 2.0 * xp.stack([x1, x2], axis=1)
+        return x, self._square(x, xp)
 
     @staticmethod
-    def _square(x: np.ndarray) -> np.ndarray:
+    def _square(x: np.ndarray, xp: Any = np) -> np.ndarray:
         """The black square holding ``x`` (0-7: columns left to right, two per column, lower first)."""
-        cell = np.floor(x / 2.0).astype(np.int64)
+        cell = xp.floor(x / 2.0).astype(xp.int32)
         return 2 * (cell[..., 0] + 2) + (cell[..., 1] + 2) // 2
 
     def class_log_prob(self, x):
@@ -356,12 +432,13 @@ class Rings(ToyDataset):
 
     num_classes = 4
 
-    def _draw_labelled(self, rng, n):
-        idx = rng.integers(0, 4, size=n)
-        radius = np.asarray(self.RADII)[idx]
-        angle = rng.random(n) * (2.0 * np.pi)
-        ring = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-        return ring + rng.normal(0.0, self.STD, size=(n, 2)), idx
+    def _construct(self, draws, n):
+        xp = draws.xp
+        idx = draws.integers(4, n)
+        radius = xp.asarray(self.RADII)[idx]
+        angle = draws.random(n) * (2.0 * np.pi)
+        ring = radius[:, None] * xp.stack([xp.cos(angle), xp.sin(angle)], axis=1)
+        return ring + draws.normal(self.STD, (n, 2)), idx
 
     def class_log_prob(self, x):
         x = _points(x)
@@ -392,16 +469,17 @@ class Moons(ToyDataset):
     QUADRATURE_NODES = 128
 
     @staticmethod
-    def _arc(t: np.ndarray, outer: np.ndarray) -> np.ndarray:
-        x = np.where(outer, np.cos(t), 1.0 - np.cos(t))
-        y = np.where(outer, np.sin(t), 0.5 - np.sin(t))
-        return np.stack([x, y], axis=-1)
+    def _arc(t: np.ndarray, outer: np.ndarray, xp: Any = np) -> np.ndarray:
+        x = xp.where(outer, xp.cos(t), 1.0 - xp.cos(t))
+        y = xp.where(outer, xp.sin(t), 0.5 - xp.sin(t))
+        return xp.stack([x, y], axis=-1)
 
-    def _draw_labelled(self, rng, n):
-        t = rng.random(n) * np.pi
-        outer = rng.random(n) < 0.5
-        pts = self._arc(t, outer) + rng.normal(0.0, 0.1, size=(n, 2))
-        return 2.0 * pts + np.array([-1.0, -0.2]), np.where(outer, 0, 1)
+    def _construct(self, draws, n):
+        xp = draws.xp
+        t = draws.random(n) * np.pi
+        outer = draws.random(n) < 0.5
+        pts = self._arc(t, outer, xp) + draws.normal(0.1, (n, 2))
+        return 2.0 * pts + xp.asarray([-1.0, -0.2]), xp.where(outer, 0, 1)
 
     def class_log_prob(self, x, *, chunk: int = 4096):
         x = _points(x)
@@ -440,13 +518,14 @@ class Pinwheel(ToyDataset):
 
     num_classes = NUM_ARMS
 
-    def _draw_labelled(self, rng, n):
-        arm = rng.integers(0, self.NUM_ARMS, size=n)
-        f0 = 1.0 + self.RADIAL_STD * rng.standard_normal(n)
-        f1 = self.TANGENTIAL_STD * rng.standard_normal(n)
-        angle = 2.0 * np.pi * arm / self.NUM_ARMS + self.RATE * np.exp(f0)
-        c, s = np.cos(angle), np.sin(angle)
-        return 2.0 * np.stack([f0 * c + f1 * s, -f0 * s + f1 * c], axis=1), arm
+    def _construct(self, draws, n):
+        xp = draws.xp
+        arm = draws.integers(self.NUM_ARMS, n)
+        f0 = 1.0 + self.RADIAL_STD * draws.standard_normal(n)
+        f1 = self.TANGENTIAL_STD * draws.standard_normal(n)
+        angle = 2.0 * np.pi * arm / self.NUM_ARMS + self.RATE * xp.exp(f0)
+        c, s = xp.cos(angle), xp.sin(angle)
+        return 2.0 * xp.stack([f0 * c + f1 * s, -f0 * s + f1 * c], axis=1), arm
 
 
 # -- specs (entry points name these; summaries are read without importing) -----
