@@ -8,10 +8,16 @@ Global mean pooling over H, W and a Linear layer to one unit give the energy.
 Normalisation is GroupNorm, never BatchNorm: GroupNorm normalises within one
 sample, so rows stay independent and each MCMC chain sees its own energy.
 Train/eval mode works as for ``mlp`` (see :mod:`ebmkit.nn.eval`).
+
+The convolutions are ``nnx.Conv`` layers (same parameters and checkpoints)
+whose convolution is :func:`conv_general_dilated`: the same forward
+convolution, with an input gradient that XLA's CPU backend runs as fast inside
+a loop (a Langevin chain's ``lax.scan``) as outside one. See its docstring.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -43,7 +49,7 @@ from ebmkit.nn import (
 from ebmkit.registry import ComponentSpec
 from ebmkit.types import BuildContext
 
-__all__ = ["CNNEnergyConfig", "CNNEnergy", "build", "spec", "group_count"]
+__all__ = ["CNNEnergyConfig", "CNNEnergy", "build", "spec", "group_count", "conv_general_dilated"]
 
 
 def _image_shape(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -93,10 +99,113 @@ def group_count(channels: int, num_groups: int) -> int:
     return g
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_nhwc(x: jax.Array, w: jax.Array, strides: tuple, pads: tuple, precision: Any) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+
+
+def _conv_nhwc_fwd(x, w, strides, pads, precision):
+    # jax.lax directly, not _conv_nhwc: forward-mode autodiff of the gradient
+    # (jax.jvp of a score) then differentiates plain jax.lax calls.
+    y = jax.lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC, precision=precision)
+    return y, (x, w)
+
+
+def _conv_nhwc_bwd(strides, pads, precision, residuals, g):
+    x, w = residuals
+    # The input gradient is the convolution of g with the flipped kernel, its
+    # input and output channels swapped (what jax's own transpose rule
+    # computes). Materialising that kernel behind an optimisation barrier keeps
+    # XLA from folding the swap into the convolution's dimension labels
+    # (b01f_01oi->b01f), a form XLA's CPU backend runs 2-3x slower inside a
+    # while loop, where it no longer inserts the transposing copy it adds
+    # outside one.
+    flipped = jax.lax.optimization_barrier(jnp.flip(w, (0, 1)).swapaxes(2, 3))
+    lhs_pads = []
+    for d in range(2):
+        k, n, o, s = w.shape[d], x.shape[1 + d], g.shape[1 + d], strides[d]
+        before = k - pads[d][0] - 1
+        lhs_pads.append((before, n + k - 1 - (1 + s * (o - 1)) - before))
+    dx = jax.lax.conv_general_dilated(
+        g, flipped, (1, 1), lhs_pads, lhs_dilation=strides, dimension_numbers=_NHWC, precision=precision
+    )
+    # The kernel gradient as jax computes it (unused, and dropped, in a chain).
+    _, vjp_w = jax.vjp(
+        lambda w_: jax.lax.conv_general_dilated(x, w_, strides, pads, dimension_numbers=_NHWC, precision=precision),
+        w,
+    )
+    (dw,) = vjp_w(g)
+    return dx.astype(x.dtype), dw
+
+
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+def conv_general_dilated(
+    inputs: jax.Array,
+    kernel: jax.Array,
+    window_strides: Any,
+    padding: Any,
+    lhs_dilation: Any = None,
+    rhs_dilation: Any = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
+    """``jax.lax.conv_general_dilated`` for ``nnx.Conv``, loop-friendly on CPU.
+
+    The same forward convolution and the same gradients (identical results
+    on CPU in ``benchmarks/bench_conv.py``), but the input gradient of a plain
+    2-d ``NHWC``/``HWIO`` convolution (padding within the kernel size) is
+    written out with its flipped, channel-swapped kernel behind
+    ``jax.lax.optimization_barrier`` (a custom VJP). Autodiff's own form lets
+    XLA fold that swap into the convolution's dimension labels, which XLA's
+    CPU backend runs as a slow convolution inside ``lax.scan``/``while``
+    loops: a Langevin chain of the MNIST recipe's CNN ran each gradient about
+    3x slower than the same gradient outside a loop. Anything else
+    (dilations, groups, other layouts or paddings, a
+    ``preferred_element_type``) goes to ``jax.lax`` unchanged.
+
+    A custom VJP rules out forward-mode autodiff *of this function itself*
+    (``jax.jvp`` of the energy); forward-over-reverse (``jax.jvp`` of the
+    input gradient, as sliced score matching does) and reverse-over-reverse
+    work.
+    """
+    plain = (
+        inputs.ndim == 4
+        and kernel.ndim == 4
+        and feature_group_count == 1
+        and all(int(v) == 1 for v in (lhs_dilation or (1, 1)))
+        and all(int(v) == 1 for v in (rhs_dilation or (1, 1)))
+        and kwargs.get("preferred_element_type") is None
+        and kwargs.get("out_sharding") is None
+        and dimension_numbers == jax.lax.conv_dimension_numbers(inputs.shape, kernel.shape, _NHWC)
+    )
+    if plain:
+        strides = tuple(int(s) for s in window_strides)
+        pads = padding
+        if isinstance(pads, str):
+            pads = jax.lax.padtype_to_pads(inputs.shape[1:3], kernel.shape[:2], strides, pads)
+        pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+        plain = all(0 <= lo < k and 0 <= hi < k for (lo, hi), k in zip(pads, kernel.shape[:2], strict=True))
+    if not plain:
+        return jax.lax.conv_general_dilated(
+            inputs, kernel, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers, feature_group_count=feature_group_count, precision=precision,
+            **kwargs,
+        )
+    return _conv_nhwc(inputs, kernel, strides, pads, precision)
+
+
 def _conv(in_ch: int, out_ch: int, *, stride: int, spectral_norm: bool, rngs: nnx.Rngs) -> nnx.Module:
+    kw = dict(strides=stride, padding="SAME", conv_general_dilated=conv_general_dilated, rngs=rngs)
     if not spectral_norm:
-        return nnx.Conv(in_ch, out_ch, (3, 3), strides=stride, padding="SAME", rngs=rngs)
-    layer = nnx.Conv(in_ch, out_ch, (3, 3), strides=stride, padding="SAME", use_bias=False, rngs=rngs)
+        return nnx.Conv(in_ch, out_ch, (3, 3), **kw)
+    layer = nnx.Conv(in_ch, out_ch, (3, 3), use_bias=False, **kw)
     return SpectralNorm(layer, out_features=out_ch, rngs=rngs)
 
 
