@@ -16,11 +16,16 @@ so the figures are the ones a labelled run's ``summary.json`` holds:
   inverted and rotated test digits; reliability diagrams of both and a grid
   of class-conditional samples (one row per digit, fresh chains on E(x, y)),
   scored by the shipped digit classifier (agreement with the label, H(y)
-  within each class, Fréchet distance).
+  within each class, Fréchet distance); the mean confidence of each, and the
+  ECE difference JEM − cross-entropy with a paired bootstrap 95 % interval
+  over the test digits;
+- **ce-lengths** (``--ce-lengths N ...``): the cross-entropy-only baseline
+  alone at several lengths (does it grow over-confident with training?).
 
     python -m benchmarks.jem                          # toys and digits
     python -m benchmarks.jem --parts digits --digits-steps 3000
     python -m benchmarks.jem --parts digits --jem-set loss.weight_ce=16   # the JEM run only
+    python -m benchmarks.jem --parts ce-lengths --ce-lengths 3000 10000 20000 --set train.learning_rate=0.001
     python -m benchmarks.jem --images docs/images     # also copy the pictures there
 
 Prints markdown tables and one JSON object on the last line of stdout
@@ -92,6 +97,27 @@ def _train(config: dict[str, Any], out: Path, overrides: list[str]) -> dict[str,
     return summary
 
 
+def _test_probabilities(run_dir: str | Path) -> tuple[Any, Any]:
+    """``p(y | x)`` of a labelled run on its test split, and the labels."""
+    import numpy as np
+
+    from ebmkit.evaluate.classify import _labelled_test, class_probabilities
+    from ebmkit.run import open_run
+
+    run = open_run(run_dir)
+    x, y = _labelled_test(run.dataset, 10_000)
+    return class_probabilities(run.model, x), np.asarray(y)
+
+
+def _ce_config(steps: int) -> dict[str, Any]:
+    """The digits recipe trained by cross-entropy alone: no sampler, no buffer."""
+    cfg = _merge(DIGITS_CONFIG, loss={"weight_px": 0.0, "weight_ce": 1.0},
+                 train={"steps": steps, "checkpoint_every": steps})
+    cfg.pop("sampler")
+    cfg.pop("buffer")
+    return cfg
+
+
 def run_toys(names: list[str], steps: int, root: Path, overrides: list[str]) -> list[dict[str, Any]]:
     rows = []
     for name in names:
@@ -108,6 +134,7 @@ def run_toys(names: list[str], steps: int, root: Path, overrides: list[str]) -> 
 def run_digits(steps: int, root: Path, overrides: list[str],
                jem_overrides: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
     rows = []
+    probs: dict[str, Any] = {}
     # The baseline is the same network, steps and optimiser trained by cross-entropy alone, at weight 1.
     for label, loss in (("jem", {}), ("cross-entropy only", {"weight_px": 0.0, "weight_ce": 1.0})):
         cfg = _merge(DIGITS_CONFIG, loss=loss, train={"steps": steps, "checkpoint_every": steps})
@@ -120,6 +147,8 @@ def run_digits(steps: int, root: Path, overrides: list[str],
         row = {"model": shown, "steps": steps, "accuracy": s["accuracy"], "ece": s["ece"],
                "test_nll_y": s["test_nll_y"], "wall_time_s": s["wall_time_s"], "run_dir": s["run_dir"]}
         row.update({f"auroc_{k}": s.get(f"auroc_{k}") for k in SHIFTS})
+        probs[label] = _test_probabilities(s["run_dir"])
+        row["mean_confidence"] = float(probs[label][0].max(axis=1).mean())
         if label == "jem":
             from ebmkit.evaluate.classify import conditional_sample_scores
             from ebmkit.run import open_run
@@ -127,15 +156,35 @@ def run_digits(steps: int, root: Path, overrides: list[str],
             run = open_run(s["run_dir"])
             row["conditional_samples"] = conditional_sample_scores(run.model, run.dataset)
         rows.append(row)
+    from ebmkit.evaluate.classify import paired_bootstrap_difference
+
+    (p_jem, labels), (p_ce, _) = probs["jem"], probs["cross-entropy only"]
+    rows[0]["ece_minus_ce"] = paired_bootstrap_difference(p_jem, p_ce, labels)
+    return rows
+
+
+def run_ce_lengths(lengths: list[int], root: Path, overrides: list[str]) -> list[dict[str, Any]]:
+    """The cross-entropy-only baseline of :func:`run_digits` at several lengths."""
+    rows = []
+    for steps in lengths:
+        s = _train(_ce_config(steps), root / f"digits_ce_{steps}", overrides)
+        p, _ = _test_probabilities(s["run_dir"])
+        row = {"steps": steps, "accuracy": s["accuracy"], "mean_confidence": float(p.max(axis=1).mean()),
+               "ece": s["ece"], "test_nll_y": s["test_nll_y"], "wall_time_s": s["wall_time_s"],
+               "run_dir": s["run_dir"]}
+        row.update({f"auroc_{k}": s.get(f"auroc_{k}") for k in SHIFTS})
+        rows.append(row)
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["toy", "digits"], choices=["toy", "digits"])
+    parser.add_argument("--parts", nargs="+", default=["toy", "digits"], choices=["toy", "digits", "ce-lengths"])
     parser.add_argument("--toys", nargs="+", default=["8gaussians", "moons"])
     parser.add_argument("--toy-steps", type=int, default=1500)
     parser.add_argument("--digits-steps", type=int, default=2000)
+    parser.add_argument("--ce-lengths", type=int, nargs="+", default=[3000, 6000, 10000, 20000],
+                        help="steps of the cross-entropy-only runs of --parts ce-lengths")
     parser.add_argument("--out", default=None, help="where the runs go (default: a temporary directory)")
     parser.add_argument("--images", default=None, help="copy the pictures into this directory")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -160,10 +209,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         digit_rows = run_digits(args.digits_steps, root, args.overrides, args.jem_overrides)
         results["digits"] = digit_rows
         tables.append(_common.markdown_table(
-            ["digits", "steps", "test accuracy", "ECE", "-log p(y|x)", *(f"AUROC {k}" for k in SHIFTS), "wall s"],
-            [[r["model"], r["steps"], _common.fmt(r["accuracy"], 4), _common.fmt(r["ece"], 4),
-              _common.fmt(r["test_nll_y"], 4), *(_common.fmt(r[f"auroc_{k}"], 3) for k in SHIFTS),
-              round(r["wall_time_s"])] for r in digit_rows],
+            ["digits", "steps", "test accuracy", "mean confidence", "ECE", "-log p(y|x)",
+             *(f"AUROC {k}" for k in SHIFTS), "wall s"],
+            [[r["model"], r["steps"], _common.fmt(r["accuracy"], 4), _common.fmt(r["mean_confidence"], 4),
+              _common.fmt(r["ece"], 4), _common.fmt(r["test_nll_y"], 4),
+              *(_common.fmt(r[f"auroc_{k}"], 3) for k in SHIFTS), round(r["wall_time_s"])] for r in digit_rows],
+        ))
+        d = digit_rows[0]["ece_minus_ce"]
+        tables.append(_common.markdown_table(
+            ["ECE jem − cross-entropy only", "95 % interval (paired bootstrap over the test digits)"],
+            [[f"{d['difference']:+.4f}", f"{d['low']:+.4f} to {d['high']:+.4f}"]],
         ))
         jem_rows = [r for r in digit_rows if "conditional_samples" in r]
         if jem_rows:
@@ -175,6 +230,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   _common.fmt(sum(c["cond_h_y_per_class"]) / len(c["cond_h_y_per_class"]), 3),
                   _common.fmt(c["fd"], 3), _common.fmt(c["h_y"], 3)]],
             ))
+    if "ce-lengths" in args.parts:
+        ce_rows = run_ce_lengths(args.ce_lengths, root, args.overrides)
+        results["ce_lengths"] = ce_rows
+        tables.append(_common.markdown_table(
+            ["cross-entropy only", "test accuracy", "mean confidence", "ECE", "-log p(y|x)",
+             *(f"AUROC {k}" for k in SHIFTS), "wall s"],
+            [[r["steps"], _common.fmt(r["accuracy"], 4), _common.fmt(r["mean_confidence"], 4),
+              _common.fmt(r["ece"], 4), _common.fmt(r["test_nll_y"], 4),
+              *(_common.fmt(r[f"auroc_{k}"], 3) for k in SHIFTS), round(r["wall_time_s"])] for r in ce_rows],
+        ))
     if args.images:
         target = Path(args.images)
         target.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@
 * :mod:`ebmkit.evaluate.ais`: annealed importance sampling of ``log Z``.
 * :mod:`ebmkit.evaluate.discrete`: likelihoods on bits (exact RBM sums, AIS on
   bits) and Ising coupling errors.
+* :mod:`ebmkit.evaluate.classify`: accuracy, calibration, OOD AUROC and
+  class-conditional samples of energies that are also classifiers (JEM).
 * :mod:`ebmkit.evaluate.fid`: classifier features, Fréchet distance, label entropy.
 * :mod:`ebmkit.evaluate.mmd`: maximum mean discrepancy.
 * :mod:`ebmkit.evaluate.diagnose`: the guide's health check.
@@ -14,6 +16,17 @@
 
 from ebmkit.errors import ClassifierWeightsError
 from ebmkit.evaluate.ais import AISResult, ais_log_z, annealing_schedule, reverse_ais_log_z
+from ebmkit.evaluate.classify import (
+    accuracy,
+    auroc,
+    calibration_bins,
+    class_probabilities,
+    conditional_sample_scores,
+    evaluate_classifier,
+    expected_calibration_error,
+    paired_bootstrap_difference,
+    shifted_images,
+)
 from ebmkit.evaluate.diagnose import diagnose
 from ebmkit.evaluate.fid import (
     classifier_features,
@@ -36,6 +49,15 @@ from ebmkit.evaluate.mmd import median_bandwidth, mmd
 from ebmkit.evaluate.tails import tail_check
 
 __all__ = [
+    "accuracy",
+    "auroc",
+    "calibration_bins",
+    "class_probabilities",
+    "conditional_sample_scores",
+    "evaluate_classifier",
+    "expected_calibration_error",
+    "paired_bootstrap_difference",
+    "shifted_images",
     "AISResult",
     "TAIL_MASS_WARNING",
     "ClassifierWeightsError",

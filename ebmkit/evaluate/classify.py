@@ -9,6 +9,9 @@ This module scores both sides:
 * :func:`accuracy` and :func:`expected_calibration_error` (15 equal-width
   confidence bins, Guo et al. 2017) with :func:`calibration_bins` for the
   reliability diagram (:func:`ebmkit.viz.plot_reliability_diagram`);
+* :func:`paired_bootstrap_difference`: a bootstrap interval of the
+  difference of a metric (the ECE by default) between two classifiers
+  scored on the same test set, resampling the test examples;
 * :func:`auroc`: the area under the ROC curve of a score separating
   in-distribution inputs from shifted ones, with :func:`shifted_images` that
   builds the shifted sets offline (Gaussian noise, blurred, inverted and
@@ -39,6 +42,7 @@ __all__ = [
     "accuracy",
     "calibration_bins",
     "expected_calibration_error",
+    "paired_bootstrap_difference",
     "auroc",
     "shifted_images",
     "evaluate_classifier",
@@ -106,6 +110,58 @@ def expected_calibration_error(probs: Any, labels: Any, num_bins: int = ECE_BINS
     used = count > 0
     gaps = np.abs(bins["accuracy"][used] - bins["confidence"][used])
     return float(np.sum(count[used] * gaps) / np.sum(count))
+
+
+def paired_bootstrap_difference(
+    probs_a: Any,
+    probs_b: Any,
+    labels: Any,
+    *,
+    metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``metric(a) - metric(b)`` of two classifiers' probabilities on the same
+    labelled test set, with a percentile bootstrap interval.
+
+    Each resample draws the test examples with replacement and scores both
+    classifiers on the same draw (a paired bootstrap), so what the two share
+    (the test set's hard examples) cancels out of the difference.
+
+    Args:
+        probs_a: ``[N, K]`` class probabilities of the first classifier.
+        probs_b: the second's, row ``i`` for the same example as in ``probs_a``.
+        labels: ``[N]`` integer labels.
+        metric: ``(probs, labels) -> float``; default
+            :func:`expected_calibration_error` (15 bins).
+        n_resamples: bootstrap resamples.
+        confidence: the interval's coverage, in (0, 1).
+        seed: of the resampling.
+
+    Returns:
+        ``difference`` (on the full test set), ``low`` and ``high`` (the
+        interval's percentiles), ``a`` and ``b`` (each metric on the full set).
+    """
+    pa, y = _probabilities(probs_a, labels, "paired_bootstrap_difference")
+    pb, _ = _probabilities(probs_b, labels, "paired_bootstrap_difference")
+    if pa.shape != pb.shape:
+        raise ValueError(f"paired_bootstrap_difference: shapes differ, {list(pa.shape)} and {list(pb.shape)}")
+    if not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"paired_bootstrap_difference: n_resamples must be a positive integer, got {n_resamples!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"paired_bootstrap_difference: confidence must lie in (0, 1), got {confidence!r}")
+    score = expected_calibration_error if metric is None else metric
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    diffs = np.empty(n_resamples)
+    for r in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        diffs[r] = score(pa[idx], y[idx]) - score(pb[idx], y[idx])
+    a, b = float(score(pa, y)), float(score(pb, y))
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(diffs, [tail, 100.0 - tail])
+    return {"difference": a - b, "low": float(low), "high": float(high), "a": a, "b": b}
 
 
 def auroc(scores_in: Any, scores_out: Any) -> float:

@@ -15,6 +15,7 @@ from ebmkit.evaluate.classify import (
     auroc,
     calibration_bins,
     expected_calibration_error,
+    paired_bootstrap_difference,
     shifted_images,
 )
 
@@ -53,6 +54,33 @@ def test_a_calibrated_classifier_has_small_ece_and_an_overconfident_one_does_not
     assert expected_calibration_error(probs, labels) < 0.01
     sharp = np.stack([np.full(20_000, 0.99), np.full(20_000, 0.01)], axis=1)
     assert expected_calibration_error(sharp, labels) == pytest.approx(0.99 - right.mean(), abs=1e-9)
+
+
+def test_paired_bootstrap_difference_of_the_ece():
+    rng = np.random.default_rng(1)
+    n = 400
+    conf = rng.uniform(0.6, 1.0, n)
+    labels = np.where(rng.random(n) < conf, 0, 1)  # correct as often as confident
+    calibrated = np.stack([conf, 1 - conf], axis=1)
+    sharp = np.stack([np.full(n, 0.999), np.full(n, 0.001)], axis=1)
+    # The same classifier twice: every resample's difference is 0.
+    same = paired_bootstrap_difference(calibrated, calibrated, labels, n_resamples=200)
+    assert same["difference"] == same["low"] == same["high"] == 0.0
+    # Calibrated against over-confident: ECE about 0.2 lower, the interval excludes 0.
+    out = paired_bootstrap_difference(calibrated, sharp, labels, n_resamples=500)
+    assert out["a"] == pytest.approx(expected_calibration_error(calibrated, labels))
+    assert out["b"] == pytest.approx(expected_calibration_error(sharp, labels))
+    assert out["difference"] == pytest.approx(out["a"] - out["b"])
+    assert out["low"] <= out["difference"] <= out["high"] < 0.0
+    # A metric whose difference is the same on every resample: a zero-width interval there.
+    shifted = np.stack([conf - 0.1, 1.1 - conf], axis=1)
+    mean_conf = lambda p, y: float(p.max(axis=1).mean())  # noqa: E731
+    const = paired_bootstrap_difference(calibrated, shifted, labels, metric=mean_conf, n_resamples=100)
+    assert const["low"] == pytest.approx(0.1) and const["high"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="shapes differ"):
+        paired_bootstrap_difference(calibrated, np.ones((n, 3)) / 3, labels)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_bootstrap_difference(calibrated, sharp, labels, confidence=1.0)
 
 
 def test_auroc_by_hand_with_ties():
