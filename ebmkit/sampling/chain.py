@@ -179,27 +179,16 @@ def _scan_chain(
             carry, _ = jax.lax.scan(step, carry, xs)
         else:
             # The last step outside the loop: only its positions (and what they
-            # depend on) are used below, so XLA drops the rest of it.
-            head = jax.tree.map(lambda a: a[:-1], xs)
-            carry, _ = jax.lax.scan(step, carry, head)
-            kept_gnorm = carry[3]
-            (state, *rest), _ = step(carry, jax.tree.map(lambda a: a[-1], xs))
-            adaptation, acc, _, _, grads, divergent = rest
-            axes = tuple(range(1, state.position.ndim))
-            positions_bad = ~jnp.all(jnp.isfinite(state.position), axis=axes)
-            bad = carry[4] | positions_bad
-            n = float(num_steps)
-            summary = ChainSummary(
-                acceptance_rate=acc / n,
-                grad_norm=kept_gnorm / (n - 1.0),
-                non_finite=bad,
-                initial_energy=initial_energy,
-                final_energy=None,
-                adaptation=adaptation,
-                num_grad_evals=grads,
-                divergences=divergent if divergence_reported[0] else None,
-            )
-            return state.position, summary, None
+            # depend on) are read below, so XLA drops the rest of it (for
+            # Langevin, the energy and gradient at the final positions).
+            carry, _ = jax.lax.scan(step, carry, jax.tree.map(lambda a: a[:-1], xs))
+            kept_gnorm, kept_bad = carry[3], carry[4]
+            carry, _ = step(carry, jax.tree.map(lambda a: a[-1], xs))
+            axes = tuple(range(1, carry[0].position.ndim))
+            # grad_norm over the K - 1 evaluated steps; non_finite from the
+            # final positions instead of the last step's energy and gradient.
+            carry = (*carry[:3], kept_gnorm * (num_steps / (num_steps - 1.0)),
+                     kept_bad | ~jnp.all(jnp.isfinite(carry[0].position), axis=axes), *carry[5:])
         state, adaptation, acc, gnorm, bad, grads, divergent = carry
         n = float(num_steps)
         acc, gnorm = acc / n, gnorm / n
@@ -208,12 +197,13 @@ def _scan_chain(
         bad = ~jnp.isfinite(initial_energy)
         if thin:
             raise ValueError("trace_chain needs num_steps > 0")
+    evaluated = final_energy or num_steps <= 1 or bool(thin)
     summary = ChainSummary(
         acceptance_rate=acc,
         grad_norm=gnorm,
-        non_finite=bad | ~jnp.isfinite(state.energy),
+        non_finite=bad | ~jnp.isfinite(state.energy) if evaluated else bad,
         initial_energy=initial_energy,
-        final_energy=state.energy,
+        final_energy=state.energy if evaluated else None,
         adaptation=adaptation,
         num_grad_evals=grads,
         divergences=divergent if divergence_reported[0] else None,
