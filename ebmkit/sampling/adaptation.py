@@ -16,7 +16,7 @@ All functions are pure and traceable; samplers call them from ``adapt``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "dual_averaging_init",
     "dual_averaging_update",
     "adapt_step_size",
+    "StepSizeAdaptation",
     "VarianceState",
     "variance_init",
     "variance_update",
@@ -119,6 +120,40 @@ def adapt_step_size(
     new = new._replace(log_step=jnp.where(done, new.log_step_avg, new.log_step))
     active = state.count < warmup_steps
     return DualAveragingState(*(jnp.where(active, n, o) for n, o in zip(new, state, strict=True)))
+
+
+class StepSizeAdaptation:
+    """The :class:`~ebmkit.types.Adaptive` methods of a sampler whose one
+    adapted tunable is ``step_size``, for a bound sampler whose ``config``
+    has ``step_size``, ``warmup_steps``, ``adaptation`` (``"per_chain"`` or
+    ``"shared"``), ``target_acceptance``, ``max_step_size`` and optionally
+    ``keep_adapting``; its ``info`` must have ``acceptance_rate``.
+
+    Mix it in before the sampler class: ``class AdaptiveX(StepSizeAdaptation,
+    XSampler)``. The adaptation state is a :class:`DualAveragingState`
+    (``[B]`` per chain, scalars when shared).
+    """
+
+    config: Any
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.config.warmup_steps)
+
+    def init_adaptation(self, position: Array) -> DualAveragingState:
+        shape = (position.shape[0],) if self.config.adaptation == "per_chain" else ()
+        return dual_averaging_init(self.config.step_size, shape)
+
+    def adapted_tunables(self, adaptation: DualAveragingState) -> dict[str, Array]:
+        return {"step_size": jnp.exp(adaptation.log_step)}
+
+    def adapt(self, adaptation: DualAveragingState, info: Any, step_index: Array) -> DualAveragingState:
+        c = self.config
+        return adapt_step_size(
+            adaptation, info.acceptance_rate, warmup_steps=self.warmup_steps, target=c.target_acceptance,
+            max_step=c.max_step_size, shared=c.adaptation == "shared",
+            keep_adapting=bool(getattr(c, "keep_adapting", False)),
+        )
 
 
 class VarianceState(NamedTuple):

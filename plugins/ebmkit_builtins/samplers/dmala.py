@@ -57,11 +57,7 @@ from ebmkit.sampling import (
     per_chain_diagnostics,
     per_row_energy_and_grad,
 )
-from ebmkit.sampling.adaptation import (
-    DualAveragingState,
-    adapt_step_size,
-    dual_averaging_init,
-)
+from ebmkit.sampling.adaptation import StepSizeAdaptation
 from ebmkit.types import Array, EnergyFn, PRNGKey, SamplerState
 
 __all__ = [
@@ -236,29 +232,11 @@ class DMALASampler(BoundSampler):
         )
 
 
-class AdaptiveDMALASampler(DMALASampler):
+class AdaptiveDMALASampler(StepSizeAdaptation, DMALASampler):
     """DMALA with ``warmup_steps > 0``: an :class:`~ebmkit.types.Adaptive`
     sampler whose adaptation state is a
     :class:`~ebmkit.sampling.adaptation.DualAveragingState` (``[B]`` per chain,
     scalars when shared)."""
-
-    def __init__(self, config: DMALAConfig, ctx: Any = None):
-        super().__init__(config, ctx)
-        self.warmup_steps = int(config.warmup_steps)
-
-    def init_adaptation(self, position: Array) -> DualAveragingState:
-        shape = (position.shape[0],) if self.config.adaptation == "per_chain" else ()
-        return dual_averaging_init(self.config.step_size, shape)
-
-    def adapted_tunables(self, adaptation: DualAveragingState) -> dict[str, Array]:
-        return {"step_size": jnp.exp(adaptation.log_step)}
-
-    def adapt(self, adaptation: DualAveragingState, info: DMALAInfo, step_index: Array) -> DualAveragingState:
-        c = self.config
-        return adapt_step_size(
-            adaptation, info.acceptance_rate, warmup_steps=self.warmup_steps, target=c.target_acceptance,
-            max_step=c.max_step_size, shared=c.adaptation == "shared",
-        )
 
 
 def build(config: DMALAConfig, ctx: Any = None) -> DMALASampler:

@@ -48,11 +48,7 @@ from ebmkit.config.validators import (
 )
 from ebmkit.registry import ComponentSpec
 from ebmkit.sampling import BoundSampler, per_chain, per_chain_diagnostics, per_row_energy_and_grad
-from ebmkit.sampling.adaptation import (
-    DualAveragingState,
-    adapt_step_size,
-    dual_averaging_init,
-)
+from ebmkit.sampling.adaptation import StepSizeAdaptation
 from ebmkit.types import Array, EnergyFn, PRNGKey, SamplerState
 
 __all__ = ["MALAConfig", "MALAState", "MALAInfo", "MALASampler", "AdaptiveMALASampler", "build", "init", "build_kernel", "spec"]
@@ -174,29 +170,11 @@ class MALASampler(BoundSampler):
         super().__init__(config, init=init, kernel=build_kernel(config.clamp), tunables={"step_size": config.step_size})
 
 
-class AdaptiveMALASampler(MALASampler):
+class AdaptiveMALASampler(StepSizeAdaptation, MALASampler):
     """MALA with ``warmup_steps > 0``: an :class:`~ebmkit.types.Adaptive`
     sampler whose adaptation state is a
     :class:`~ebmkit.sampling.adaptation.DualAveragingState` (``[B]`` per chain,
     scalars when shared)."""
-
-    def __init__(self, config: MALAConfig, ctx: Any = None):
-        super().__init__(config, ctx)
-        self.warmup_steps = int(config.warmup_steps)
-
-    def init_adaptation(self, position: Array) -> DualAveragingState:
-        shape = (position.shape[0],) if self.config.adaptation == "per_chain" else ()
-        return dual_averaging_init(self.config.step_size, shape)
-
-    def adapted_tunables(self, adaptation: DualAveragingState) -> dict[str, Array]:
-        return {"step_size": jnp.exp(adaptation.log_step)}
-
-    def adapt(self, adaptation: DualAveragingState, info: MALAInfo, step_index: Array) -> DualAveragingState:
-        c = self.config
-        return adapt_step_size(
-            adaptation, info.acceptance_rate, warmup_steps=self.warmup_steps, target=c.target_acceptance,
-            max_step=c.max_step_size, shared=c.adaptation == "shared", keep_adapting=c.keep_adapting,
-        )
 
 
 def build(config: MALAConfig, ctx: Any = None) -> MALASampler:
