@@ -34,7 +34,11 @@ from ebmkit.registry import ComponentSpec
 from ebmkit.sampling import run_chain, warmup
 from ebmkit.testing.conformance.common import _CHAINS, _protocol_check
 from ebmkit.testing.conformance.recorder import _Recorder, _require, _rounded, _Skip
-from ebmkit.testing.conformance.sampler import REQUIRED_SAMPLER_INFO, _sampler_checks
+from ebmkit.testing.conformance.sampler import (
+    _check_chain_summary,
+    _check_kernel_info,
+    _sampler_checks,
+)
 from ebmkit.types import Adaptive, BuildContext, Equilibrating, Support
 
 # Name of the known-answer check, as reports list it.
@@ -141,14 +145,7 @@ def _binary_sampler_checks(spec: ComponentSpec, cfg: Any, rec: _Recorder) -> Non
         new, info = sampler.kernel(jax.random.key(2), state, _ising_energy, **tunables)
         _require(new.position.shape == x.shape, f"kernel position {new.position.shape} != {x.shape}")
         _require_binary(new.position, x.dtype, "the kernel's position")
-        for field in REQUIRED_SAMPLER_INFO:
-            value = getattr(info, field, None)
-            _require(value is not None, f"info has no {field!r} ({type(info).__name__})")
-            _require(jnp.shape(value) == (_CHAINS,), f"info.{field} shape {jnp.shape(value)}, expected ({_CHAINS},)")
-        _require(info.non_finite.dtype == jnp.bool_, f"info.non_finite dtype {info.non_finite.dtype}, expected bool")
-        acc = np.asarray(info.acceptance_rate)
-        _require(np.all((acc >= 0) & (acc <= 1)), f"acceptance_rate outside [0, 1]: {acc}")
-        _require(not np.any(info.non_finite), "non_finite set on a finite Ising energy")
+        _check_kernel_info(info, "a finite Ising energy")
 
     def chain(rng_key: jax.Array, x0: jax.Array, tunables: dict[str, Any], num_steps: int = 3):
         return run_chain(rng_key, sampler, x0, _ising_energy, num_steps, **tunables)
@@ -161,9 +158,7 @@ def _binary_sampler_checks(spec: ComponentSpec, cfg: Any, rec: _Recorder) -> Non
         final, summary = eager
         _require(final.shape == x.shape, f"final positions {final.shape} != {x.shape}")
         _require_binary(final, x.dtype, "run_chain's final positions")
-        for field in ("acceptance_rate", "grad_norm", "non_finite", "initial_energy", "final_energy"):
-            value = getattr(summary, field)
-            _require(value.shape == (_CHAINS,), f"summary.{field} shape {value.shape}")
+        _check_chain_summary(summary)
     with rec.check("run_chain on bits under jax.jit (tunables traced) matches eager"):
         jitted, _ = jitted_chain(key, x, tunables, 3)
         _require(np.array_equal(jitted, eager[0]), "jit and eager chains differ")

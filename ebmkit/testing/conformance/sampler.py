@@ -36,6 +36,26 @@ _INVARIANCE_STEPS = 20
 _INVARIANCE_SIGMAS = 5.0
 
 
+def _check_kernel_info(info: Any, target: str) -> None:
+    """One kernel call's info: every required field per chain, ``non_finite``
+    boolean and unset on a finite ``target``, acceptance in ``[0, 1]``."""
+    for field in REQUIRED_SAMPLER_INFO:
+        value = getattr(info, field, None)
+        _require(value is not None, f"info has no {field!r} ({type(info).__name__})")
+        _require(jnp.shape(value) == (_CHAINS,), f"info.{field} shape {jnp.shape(value)}, expected ({_CHAINS},)")
+    _require(info.non_finite.dtype == jnp.bool_, f"info.non_finite dtype {info.non_finite.dtype}, expected bool")
+    acc = np.asarray(info.acceptance_rate)
+    _require(np.all((acc >= 0) & (acc <= 1)), f"acceptance_rate outside [0, 1]: {acc}")
+    _require(not np.any(info.non_finite), f"non_finite set on {target}")
+
+
+def _check_chain_summary(summary: Any) -> None:
+    """``run_chain``'s summary: every diagnostic per chain."""
+    for field in ("acceptance_rate", "grad_norm", "non_finite", "initial_energy", "final_energy"):
+        value = getattr(summary, field)
+        _require(value.shape == (_CHAINS,), f"summary.{field} shape {value.shape}")
+
+
 def _gaussian_energy(x: jax.Array, y: Any = None) -> jax.Array:
     """``N(0, I)``: ``0.5 |x|^2`` per row."""
     return 0.5 * jnp.sum(x**2, axis=tuple(range(1, x.ndim)))
@@ -83,14 +103,7 @@ def _sampler_checks(spec: ComponentSpec, cfg: Any, rec: _Recorder) -> None:
         new, info = sampler.kernel(jax.random.key(2), state, _gaussian_energy, **tunables)
         _require(new.position.shape == x.shape, f"kernel position {new.position.shape} != {x.shape}")
         _require(new.position.dtype == x.dtype, f"kernel changed dtype {x.dtype} -> {new.position.dtype}")
-        for field in REQUIRED_SAMPLER_INFO:
-            value = getattr(info, field, None)
-            _require(value is not None, f"info has no {field!r} ({type(info).__name__})")
-            _require(jnp.shape(value) == (_CHAINS,), f"info.{field} shape {jnp.shape(value)}, expected ({_CHAINS},)")
-        _require(info.non_finite.dtype == jnp.bool_, f"info.non_finite dtype {info.non_finite.dtype}, expected bool")
-        acc = np.asarray(info.acceptance_rate)
-        _require(np.all((acc >= 0) & (acc <= 1)), f"acceptance_rate outside [0, 1]: {acc}")
-        _require(not np.any(info.non_finite), "non_finite set on a standard Gaussian")
+        _check_kernel_info(info, "a standard Gaussian")
 
     def chain(rng_key: jax.Array, x0: jax.Array, tunables: dict[str, Any], num_steps: int = 3):
         return run_chain(rng_key, sampler, x0, _gaussian_energy, num_steps, **tunables)
@@ -103,9 +116,7 @@ def _sampler_checks(spec: ComponentSpec, cfg: Any, rec: _Recorder) -> None:
         final, summary = eager
         _require(final.shape == x.shape, f"final positions {final.shape} != {x.shape}")
         _require(bool(jnp.all(jnp.isfinite(final))), "non-finite positions on a standard Gaussian")
-        for field in ("acceptance_rate", "grad_norm", "non_finite", "initial_energy", "final_energy"):
-            value = getattr(summary, field)
-            _require(value.shape == (_CHAINS,), f"summary.{field} shape {value.shape}")
+        _check_chain_summary(summary)
     with rec.check("run_chain under jax.jit (tunables traced) matches eager"):
         jitted, _ = jitted_chain(key, x, tunables, 3)
         _require(np.allclose(jitted, eager[0], rtol=1e-4, atol=1e-4), "jit and eager chains differ")
