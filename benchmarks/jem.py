@@ -19,6 +19,9 @@ so the figures are the ones a labelled run's ``summary.json`` holds:
   within each class, Fréchet distance); the mean confidence of each, and the
   ECE difference JEM − cross-entropy with a paired bootstrap 95 % interval
   over the test digits;
+- **digits-splits** (``--splits S ...``): the digits comparison repeated on
+  fresh train/test splits (``dataset.split_seed = train.seed = S``), with the
+  ECE and ``-log p(y|x)`` differences pooled over the splits;
 - **ce-lengths** (``--ce-lengths N ...``): the cross-entropy-only baseline
   alone at several lengths (does it grow over-confident with training?).
 
@@ -26,6 +29,8 @@ so the figures are the ones a labelled run's ``summary.json`` holds:
     python -m benchmarks.jem --parts digits --digits-steps 3000
     python -m benchmarks.jem --parts digits --jem-set loss.weight_ce=16   # the JEM run only
     python -m benchmarks.jem --parts ce-lengths --ce-lengths 3000 10000 20000 --set train.learning_rate=0.001
+    python -m benchmarks.jem --parts digits-splits --splits 1 2 3 4 5 --digits-steps 10000 \\
+        --set train.learning_rate=0.001 --jem-set loss.weight_ce=32
     python -m benchmarks.jem --images docs/images     # also copy the pictures there
 
 Prints markdown tables and one JSON object on the last line of stdout
@@ -177,14 +182,50 @@ def run_ce_lengths(lengths: list[int], root: Path, overrides: list[str]) -> list
     return rows
 
 
+def run_digits_splits(splits: list[int], steps: int, root: Path, overrides: list[str],
+                      jem_overrides: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """JEM against cross-entropy alone on several train/test splits of digits.
+
+    Split ``s`` draws its test digits with ``dataset.split_seed = s`` and
+    trains both models with ``train.seed = s``; each pair is scored on its own
+    test split and the ECE differences are pooled
+    (:func:`ebmkit.evaluate.pooled_bootstrap_difference`).
+    """
+    from ebmkit.evaluate.classify import negative_log_likelihood, pooled_bootstrap_difference
+
+    rows, sets = [], []
+    for split in splits:
+        seeded = [*overrides, f"dataset.split_seed={split}", f"train.seed={split}"]
+        pair = {}
+        for label in ("jem", "ce"):
+            if label == "jem":
+                cfg = _merge(DIGITS_CONFIG, train={"steps": steps, "checkpoint_every": steps})
+                s = _train(cfg, root / f"split{split}_jem", [*seeded, *jem_overrides])
+            else:
+                s = _train(_ce_config(steps), root / f"split{split}_ce", seeded)
+            probs, labels = _test_probabilities(s["run_dir"])
+            pair[label] = probs
+            rows.append({"split": split, "model": label, "steps": steps, "accuracy": s["accuracy"],
+                         "mean_confidence": float(probs.max(axis=1).mean()), "ece": s["ece"],
+                         "test_nll_y": s["test_nll_y"], "wall_time_s": s["wall_time_s"],
+                         "run_dir": s["run_dir"],
+                         **{f"auroc_{k}": s.get(f"auroc_{k}") for k in SHIFTS}})
+        sets.append((pair["jem"], pair["ce"], labels))
+    pooled = {"ece": pooled_bootstrap_difference(sets),
+              "test_nll_y": pooled_bootstrap_difference(sets, metric=negative_log_likelihood)}
+    return {"rows": rows, "pooled": pooled, "splits": splits, "jem_overrides": list(jem_overrides)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["toy", "digits"], choices=["toy", "digits", "ce-lengths"])
+    parser.add_argument("--parts", nargs="+", default=["toy", "digits"], choices=["toy", "digits", "ce-lengths", "digits-splits"])
     parser.add_argument("--toys", nargs="+", default=["8gaussians", "moons"])
     parser.add_argument("--toy-steps", type=int, default=1500)
     parser.add_argument("--digits-steps", type=int, default=2000)
     parser.add_argument("--ce-lengths", type=int, nargs="+", default=[3000, 6000, 10000, 20000],
                         help="steps of the cross-entropy-only runs of --parts ce-lengths")
+    parser.add_argument("--splits", type=int, nargs="+", default=[1, 2, 3, 4, 5],
+                        help="split seeds of --parts digits-splits (train.seed follows the split)")
     parser.add_argument("--out", default=None, help="where the runs go (default: a temporary directory)")
     parser.add_argument("--images", default=None, help="copy the pictures into this directory")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -239,6 +280,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [[r["steps"], _common.fmt(r["accuracy"], 4), _common.fmt(r["mean_confidence"], 4),
               _common.fmt(r["ece"], 4), _common.fmt(r["test_nll_y"], 4),
               *(_common.fmt(r[f"auroc_{k}"], 3) for k in SHIFTS), round(r["wall_time_s"])] for r in ce_rows],
+        ))
+    if "digits-splits" in args.parts:
+        split_results = run_digits_splits(args.splits, args.digits_steps, root, args.overrides, args.jem_overrides)
+        results["digits_splits"] = split_results
+        tables.append(_common.markdown_table(
+            ["split", "model", "steps", "test accuracy", "mean confidence", "ECE", "-log p(y|x)",
+             *(f"AUROC {k}" for k in SHIFTS), "wall s"],
+            [[r["split"], r["model"], r["steps"], _common.fmt(r["accuracy"], 4), _common.fmt(r["mean_confidence"], 4),
+              _common.fmt(r["ece"], 4), _common.fmt(r["test_nll_y"], 4),
+              *(_common.fmt(r[f"auroc_{k}"], 3) for k in SHIFTS), round(r["wall_time_s"])]
+             for r in split_results["rows"]],
+        ))
+        tables.append(_common.markdown_table(
+            ["jem − cross-entropy only, mean over splits", "difference", "95 % interval (bootstrap within each split)",
+             "per split"],
+            [[metric, f"{d['difference']:+.4f}", f"{d['low']:+.4f} to {d['high']:+.4f}",
+              ", ".join(f"{v:+.4f}" for v in d["per_set"])]
+             for metric, d in split_results["pooled"].items()],
         ))
     if args.images:
         target = Path(args.images)

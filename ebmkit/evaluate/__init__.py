@@ -24,7 +24,9 @@ from ebmkit.evaluate.classify import (
     conditional_sample_scores,
     evaluate_classifier,
     expected_calibration_error,
+    negative_log_likelihood,
     paired_bootstrap_difference,
+    pooled_bootstrap_difference,
     shifted_images,
 )
 from ebmkit.evaluate.diagnose import diagnose
@@ -56,7 +58,9 @@ __all__ = [
     "conditional_sample_scores",
     "evaluate_classifier",
     "expected_calibration_error",
+    "negative_log_likelihood",
     "paired_bootstrap_difference",
+    "pooled_bootstrap_difference",
     "shifted_images",
     "AISResult",
     "TAIL_MASS_WARNING",

@@ -11,7 +11,9 @@ This module scores both sides:
   reliability diagram (:func:`ebmkit.viz.plot_reliability_diagram`);
 * :func:`paired_bootstrap_difference`: a bootstrap interval of the
   difference of a metric (the ECE by default) between two classifiers
-  scored on the same test set, resampling the test examples;
+  scored on the same test set, resampling the test examples, and
+  :func:`pooled_bootstrap_difference`, its mean over repeated experiments
+  (one test set per split or seed);
 * :func:`auroc`: the area under the ROC curve of a score separating
   in-distribution inputs from shifted ones, with :func:`shifted_images` that
   builds the shifted sets offline (Gaussian noise, blurred, inverted and
@@ -29,7 +31,7 @@ normaliser is the same for every input, so it does not change the ranking.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,9 @@ __all__ = [
     "accuracy",
     "calibration_bins",
     "expected_calibration_error",
+    "negative_log_likelihood",
     "paired_bootstrap_difference",
+    "pooled_bootstrap_difference",
     "auroc",
     "shifted_images",
     "evaluate_classifier",
@@ -112,6 +116,14 @@ def expected_calibration_error(probs: Any, labels: Any, num_bins: int = ECE_BINS
     return float(np.sum(count[used] * gaps) / np.sum(count))
 
 
+def negative_log_likelihood(probs: Any, labels: Any) -> float:
+    """Mean ``-log p(y | x)`` of the true labels (probabilities floored at
+    the smallest positive float32, so a confident mistake counts, finitely)."""
+    p, y = _probabilities(probs, labels, "negative_log_likelihood")
+    picked = np.maximum(p[np.arange(len(y)), y], np.finfo(np.float32).tiny)
+    return float(-np.mean(np.log(picked)))
+
+
 def paired_bootstrap_difference(
     probs_a: Any,
     probs_b: Any,
@@ -151,17 +163,63 @@ def paired_bootstrap_difference(
         raise ValueError(f"paired_bootstrap_difference: n_resamples must be a positive integer, got {n_resamples!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"paired_bootstrap_difference: confidence must lie in (0, 1), got {confidence!r}")
+    pooled = pooled_bootstrap_difference([(pa, pb, y)], metric=metric, n_resamples=n_resamples,
+                                         confidence=confidence, seed=seed)
+    return {k: pooled[k] for k in ("difference", "low", "high", "a", "b")}
+
+
+def pooled_bootstrap_difference(
+    sets: Sequence[tuple[Any, Any, Any]],
+    *,
+    metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The mean over several test sets of ``metric(a) - metric(b)``, with a
+    paired bootstrap interval that resamples each set on its own.
+
+    For repeated experiments (one pair of classifiers per split or seed): each
+    set is ``(probs_a, probs_b, labels)`` of one repetition, each resample
+    draws every set's examples with replacement (pairing ``a`` and ``b`` on
+    the same draw, as :func:`paired_bootstrap_difference` does) and averages
+    the per-set differences. The interval covers test-set noise; the spread
+    of ``per_set`` shows what training seeds add.
+
+    Returns:
+        ``difference`` (the mean of the per-set differences), ``low`` and
+        ``high``, ``a`` and ``b`` (the metrics' means), and ``per_set`` (one
+        difference per set).
+    """
+    if not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"pooled_bootstrap_difference: n_resamples must be a positive integer, got {n_resamples!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"pooled_bootstrap_difference: confidence must lie in (0, 1), got {confidence!r}")
+    if len(sets) == 0:
+        raise ValueError("pooled_bootstrap_difference: needs at least one (probs_a, probs_b, labels) set")
+    checked = []
+    for i, (probs_a, probs_b, labels) in enumerate(sets):
+        pa, y = _probabilities(probs_a, labels, f"pooled_bootstrap_difference set {i}")
+        pb, _ = _probabilities(probs_b, labels, f"pooled_bootstrap_difference set {i}")
+        if pa.shape != pb.shape:
+            raise ValueError(f"pooled_bootstrap_difference set {i}: shapes differ, "
+                             f"{list(pa.shape)} and {list(pb.shape)}")
+        checked.append((pa, pb, y))
     score = expected_calibration_error if metric is None else metric
     rng = np.random.default_rng(seed)
-    n = len(y)
-    diffs = np.empty(n_resamples)
+    diffs = np.zeros(n_resamples)
     for r in range(n_resamples):
-        idx = rng.integers(0, n, n)
-        diffs[r] = score(pa[idx], y[idx]) - score(pb[idx], y[idx])
-    a, b = float(score(pa, y)), float(score(pb, y))
+        for pa, pb, y in checked:
+            idx = rng.integers(0, len(y), len(y))
+            diffs[r] += score(pa[idx], y[idx]) - score(pb[idx], y[idx])
+    diffs /= len(checked)
+    a = [float(score(pa, y)) for pa, _, y in checked]
+    b = [float(score(pb, y)) for _, pb, y in checked]
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(diffs, [tail, 100.0 - tail])
-    return {"difference": a - b, "low": float(low), "high": float(high), "a": a, "b": b}
+    per_set = [x - z for x, z in zip(a, b, strict=True)]
+    return {"difference": float(np.mean(per_set)), "low": float(low), "high": float(high),
+            "a": float(np.mean(a)), "b": float(np.mean(b)), "per_set": per_set}
 
 
 def auroc(scores_in: Any, scores_out: Any) -> float:

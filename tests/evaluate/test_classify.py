@@ -15,7 +15,9 @@ from ebmkit.evaluate.classify import (
     auroc,
     calibration_bins,
     expected_calibration_error,
+    negative_log_likelihood,
     paired_bootstrap_difference,
+    pooled_bootstrap_difference,
     shifted_images,
 )
 
@@ -81,6 +83,47 @@ def test_paired_bootstrap_difference_of_the_ece():
         paired_bootstrap_difference(calibrated, np.ones((n, 3)) / 3, labels)
     with pytest.raises(ValueError, match="confidence"):
         paired_bootstrap_difference(calibrated, sharp, labels, confidence=1.0)
+
+
+def test_negative_log_likelihood_by_hand():
+    # -log of the true label's probability: 0.9, 0.4, 0.8, 0.45.
+    want = -np.mean(np.log([0.9, 0.4, 0.8, 0.45]))
+    assert negative_log_likelihood(PROBS, LABELS) == pytest.approx(want, abs=1e-12)
+    # A certain mistake is large but finite.
+    sure_wrong = np.array([[1.0, 0.0]])
+    assert 80.0 < negative_log_likelihood(sure_wrong, np.array([1])) < 100.0
+    with pytest.raises(ValueError, match="negative_log_likelihood"):
+        negative_log_likelihood(PROBS, LABELS[:3])
+
+
+def test_pooled_bootstrap_difference_averages_repetitions():
+    rng = np.random.default_rng(2)
+    sets = []
+    for n in (300, 500):
+        conf = rng.uniform(0.6, 1.0, n)
+        labels = np.where(rng.random(n) < conf, 0, 1)
+        calibrated = np.stack([conf, 1 - conf], axis=1)
+        sharp = np.stack([np.full(n, 0.999), np.full(n, 0.001)], axis=1)
+        sets.append((calibrated, sharp, labels))
+    out = pooled_bootstrap_difference(sets, n_resamples=300)
+    per = [expected_calibration_error(a, y) - expected_calibration_error(b, y) for a, b, y in sets]
+    assert out["per_set"] == pytest.approx(per)
+    assert out["difference"] == pytest.approx(np.mean(per))
+    assert out["low"] <= out["difference"] <= out["high"] < 0.0
+    # Pooling narrows the interval against either set alone.
+    alone = [paired_bootstrap_difference(a, b, y, n_resamples=300) for a, b, y in sets]
+    assert out["high"] - out["low"] < min(r["high"] - r["low"] for r in alone)
+    # One set: the same draws, hence the same figures, as the paired bootstrap.
+    one = pooled_bootstrap_difference(sets[:1], n_resamples=300, seed=5)
+    ref = paired_bootstrap_difference(*sets[0], n_resamples=300, seed=5)
+    assert (one["low"], one["high"], one["difference"]) == (ref["low"], ref["high"], ref["difference"])
+    # Any metric, e.g. -log p(y|x): the sharp classifier pays for its confident mistakes.
+    nll = pooled_bootstrap_difference(sets, metric=negative_log_likelihood, n_resamples=100)
+    assert nll["high"] < 0.0
+    with pytest.raises(ValueError, match="set 1: shapes differ"):
+        pooled_bootstrap_difference([sets[0], (sets[1][0], np.ones((500, 3)) / 3, sets[1][2])])
+    with pytest.raises(ValueError, match="at least one"):
+        pooled_bootstrap_difference([])
 
 
 def test_auroc_by_hand_with_ties():
