@@ -5,7 +5,8 @@ three pure functions, in the optax shape:
 
 * ``init(rng_key, example) -> state``: ``capacity`` draws from the init
   distribution, no slot marked as written;
-* ``sample(rng_key, state, n) -> (x0, slots)``: ``n`` distinct random slots; a
+* ``sample(rng_key, state, n) -> (x0, slots)``: ``n`` distinct random slots,
+  each slot drawn with probability ``n / capacity`` (:func:`distinct_slots`); a
   slot's stored chain is returned unless the slot was never written or a coin
   with probability ``reinit_prob`` says to restart it from the init distribution;
 * ``update(state, x, slots) -> state``: write chains back and mark them written.
@@ -43,7 +44,7 @@ from ebmkit.registry import ComponentSpec
 from ebmkit.sampling import noise_key
 from ebmkit.types import Array, BufferState, BuildContext, PRNGKey
 
-__all__ = ["ReplayBufferConfig", "ReplayBuffer", "build", "spec"]
+__all__ = ["ReplayBufferConfig", "ReplayBuffer", "build", "distinct_slots", "spec"]
 
 
 @config_class
@@ -161,13 +162,7 @@ class ReplayBuffer:
                 f"raise capacity or lower the batch size"
             )
         slot_key, coin_key, fresh_key = jax.random.split(rng_key, 3)
-        # The n largest of capacity iid uniforms sit at a uniformly random set of
-        # n distinct slots; top_k costs a fraction of random.choice(replace=False),
-        # which permutes the whole buffer (~25x slower at capacity 10,000 on CPU).
-        # Drawing the uniforms costs more than the top_k: Philox bits for them.
-        uniforms = jax.random.uniform(noise_key(slot_key, "auto", self.capacity), (self.capacity,))
-        _, slots = jax.lax.top_k(uniforms, n)
-        slots = slots.astype(jnp.int32)
+        slots = distinct_slots(slot_key, self.capacity, n)
         stored = state.data[slots]
         restart = jax.random.bernoulli(coin_key, self.reinit_prob, (n,)) | ~state.filled[slots]
         restart = restart.reshape((n,) + (1,) * len(self.event_shape))
@@ -188,6 +183,36 @@ class ReplayBuffer:
             data=state.data.at[slots].set(x),
             filled=state.filled.at[slots].set(True),
         )
+
+
+def distinct_slots(rng_key: PRNGKey, capacity: int, n: int) -> Array:
+    """``n`` distinct slots of ``range(capacity)``, each drawn with probability
+    exactly ``n / capacity``, at a cost of ``O(n)`` (``int32[n]``).
+
+    The ring of slots is cut into ``n`` strata of ``capacity // n`` or
+    ``capacity // n + 1`` neighbours, one slot is drawn uniformly inside each,
+    and the whole pattern is rotated by a uniform offset: distinct by
+    construction, and every slot is equally likely because the rotation makes
+    each one's stratum a uniformly random one. Unlike a uniformly random
+    subset, two neighbours of one stratum are never drawn together; slots
+    carry no order (a chain stays in its slot), so PCD cannot tell. Every
+    step draws a fresh offset, so a slot's chance of being drawn is ``n /
+    capacity`` at each step, independently of the last (its age is
+    geometric, as with a uniform subset).
+
+    A uniform subset would cost ``capacity`` random numbers and a ``top_k``
+    over them: 180 µs at capacity 10,000 (n = 256) on one CPU core, against
+    28 µs here, a few percent of a PCD step on a small network.
+    """
+    if not 1 <= n <= capacity:
+        raise ValueError(f"distinct_slots: need 1 <= n <= capacity, got n={n}, capacity={capacity}")
+    # Static strata (numpy int64: no int32 overflow of i * capacity at trace time).
+    edges = (np.arange(n + 1, dtype=np.int64) * capacity) // n
+    starts, sizes = edges[:-1].astype(np.int32), np.diff(edges).astype(np.int32)
+    offset_key, within_key = jax.random.split(rng_key)
+    offset = jax.random.randint(offset_key, (), 0, capacity, dtype=jnp.int32)
+    within = jax.random.randint(within_key, (n,), 0, sizes, dtype=jnp.int32)
+    return (offset + jnp.asarray(starts) + within) % capacity
 
 
 def _bound(value: Any, name: str) -> np.ndarray:

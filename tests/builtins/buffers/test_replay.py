@@ -138,6 +138,25 @@ def test_slots_cover_the_buffer_uniformly():
     np.testing.assert_allclose(counts, 0.1, atol=0.035)
 
 
+def test_distinct_slots_draws_each_slot_and_each_pair_as_often_as_it_should():
+    from ebmkit_builtins.buffers.replay import distinct_slots
+
+    draw = jax.jit(jax.vmap(lambda k: distinct_slots(k, 10, 3)))
+    slots = np.asarray(draw(jax.random.split(jax.random.key(0), 20_000)))
+    assert slots.dtype == np.int32 and slots.min() >= 0 and slots.max() < 10
+    assert all(len(set(row)) == 3 for row in slots.tolist())
+    # Each slot with probability n / capacity = 0.3 per draw (sd 0.0032 here).
+    np.testing.assert_allclose(np.bincount(slots.ravel(), minlength=10) / len(slots), 0.3, atol=0.015)
+    # Strata of one slot each (n = capacity): every slot, in a rotated order.
+    full = np.asarray(distinct_slots(jax.random.key(1), 7, 7))
+    assert sorted(full.tolist()) == list(range(7))
+    # Strata are static numpy constants: no int32 overflow of i * capacity.
+    big = np.asarray(jax.jit(lambda k: distinct_slots(k, 3_000_000, 4096))(jax.random.key(2)))
+    assert len(set(big.tolist())) == 4096 and big.min() >= 0 and big.max() < 3_000_000
+    with pytest.raises(ValueError, match="n <= capacity"):
+        distinct_slots(jax.random.key(0), 5, 6)
+
+
 def test_everything_jits_and_the_state_holds_only_concrete_arrays():
     buffer = build(capacity=16, reinit_prob=0.5)
     init = jax.jit(buffer.init)
