@@ -12,8 +12,12 @@ recipe of Du & Mordatch (2019), as in Artifex's EBM guide. ``temperature`` is
 what ``annealed_langevin`` (below) lowers along the chain; the ``langevin``
 sampler itself always runs at ``temperature = 1``.
 
-Nothing is masked: a non-finite energy, gradient or position flows on and is
-reported per chain in ``info.non_finite``.
+Nothing is masked: a non-finite gradient or position flows on and is reported
+per chain in ``info.non_finite``. The move reads no energy, so ``non_finite``
+does not check it (a NaN energy with a finite gradient leaves the chain
+unharmed): the energy the state carries is then dead code wherever nothing
+reads it, and XLA skips computing it at every step of a training chain or of
+``generate``.
 
 Noise generator (``prng``): by default (``"auto"``) large draws use
 Philox-4x32 bits through :func:`ebmkit.sampling.noise_key` (exact, about twice
@@ -177,7 +181,7 @@ def build_kernel(
         if clamp is not None:
             new_x = jnp.clip(new_x, clamp[0], clamp[1])
         energy, new_grad = per_row_energy_and_grad(energy_fn, new_x)
-        grad_norm, non_finite = per_chain_diagnostics(new_x, energy, new_grad)
+        grad_norm, non_finite = per_chain_diagnostics(new_x, None, new_grad)
         new_state = LangevinState(position=new_x, energy=energy, grad=new_grad)
         info = LangevinInfo(
             acceptance_rate=jnp.ones(energy.shape, jnp.float32),
