@@ -187,7 +187,8 @@ class ReplayBuffer:
 
 def distinct_slots(rng_key: PRNGKey, capacity: int, n: int) -> Array:
     """``n`` distinct slots of ``range(capacity)``, each drawn with probability
-    exactly ``n / capacity``, at a cost of ``O(n)`` (``int32[n]``).
+    ``n / capacity`` (up to the rounding of a 32-bit draw), at a cost of
+    ``O(n)`` (``int32[n]``).
 
     The ring of slots is cut into ``n`` strata of ``capacity // n`` or
     ``capacity // n + 1`` neighbours, one slot is drawn uniformly inside each,
@@ -202,16 +203,19 @@ def distinct_slots(rng_key: PRNGKey, capacity: int, n: int) -> Array:
 
     A uniform subset would cost ``capacity`` random numbers and a ``top_k``
     over them: 180 µs at capacity 10,000 (n = 256) on one CPU core, against
-    28 µs here, a few percent of a PCD step on a small network.
+    7 µs here, a few percent of a PCD step on a small network.
     """
     if not 1 <= n <= capacity:
         raise ValueError(f"distinct_slots: need 1 <= n <= capacity, got n={n}, capacity={capacity}")
     # Static strata (numpy int64: no int32 overflow of i * capacity at trace time).
     edges = (np.arange(n + 1, dtype=np.int64) * capacity) // n
     starts, sizes = edges[:-1].astype(np.int32), np.diff(edges).astype(np.int32)
-    offset_key, within_key = jax.random.split(rng_key)
-    offset = jax.random.randint(offset_key, (), 0, capacity, dtype=jnp.int32)
-    within = jax.random.randint(within_key, (n,), 0, sizes, dtype=jnp.int32)
+    # One 32-bit word per draw, reduced modulo the range: a bias below
+    # capacity / 2**32 (2e-6 relative at capacity 10,000), where randint's
+    # split and double draw would cost six generator calls instead of one.
+    bits = jax.random.bits(rng_key, (n + 1,), jnp.uint32)
+    offset = (bits[0] % np.uint32(capacity)).astype(jnp.int32)
+    within = (bits[1:] % jnp.asarray(sizes, jnp.uint32)).astype(jnp.int32)
     return (offset + jnp.asarray(starts) + within) % capacity
 
 
