@@ -155,17 +155,10 @@ def paired_bootstrap_difference(
         ``difference`` (on the full test set), ``low`` and ``high`` (the
         interval's percentiles), ``a`` and ``b`` (each metric on the full set).
     """
-    pa, y = _probabilities(probs_a, labels, "paired_bootstrap_difference")
-    pb, _ = _probabilities(probs_b, labels, "paired_bootstrap_difference")
-    if pa.shape != pb.shape:
-        raise ValueError(f"paired_bootstrap_difference: shapes differ, {list(pa.shape)} and {list(pb.shape)}")
-    if not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ValueError(f"paired_bootstrap_difference: n_resamples must be a positive integer, got {n_resamples!r}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"paired_bootstrap_difference: confidence must lie in (0, 1), got {confidence!r}")
-    pooled = pooled_bootstrap_difference([(pa, pb, y)], metric=metric, n_resamples=n_resamples,
-                                         confidence=confidence, seed=seed)
-    return {k: pooled[k] for k in ("difference", "low", "high", "a", "b")}
+    who = "paired_bootstrap_difference"
+    _check_bootstrap(who, n_resamples, confidence)
+    out = _bootstrap([_paired(probs_a, probs_b, labels, who)], metric, n_resamples, confidence, seed)
+    return {k: out[k] for k in ("difference", "low", "high", "a", "b")}
 
 
 def pooled_bootstrap_difference(
@@ -191,30 +184,42 @@ def pooled_bootstrap_difference(
         ``high``, ``a`` and ``b`` (the metrics' means), and ``per_set`` (one
         difference per set).
     """
-    if not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ValueError(f"pooled_bootstrap_difference: n_resamples must be a positive integer, got {n_resamples!r}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"pooled_bootstrap_difference: confidence must lie in (0, 1), got {confidence!r}")
+    _check_bootstrap("pooled_bootstrap_difference", n_resamples, confidence)
     if len(sets) == 0:
         raise ValueError("pooled_bootstrap_difference: needs at least one (probs_a, probs_b, labels) set")
-    checked = []
-    for i, (probs_a, probs_b, labels) in enumerate(sets):
-        pa, y = _probabilities(probs_a, labels, f"pooled_bootstrap_difference set {i}")
-        pb, _ = _probabilities(probs_b, labels, f"pooled_bootstrap_difference set {i}")
-        if pa.shape != pb.shape:
-            raise ValueError(f"pooled_bootstrap_difference set {i}: shapes differ, "
-                             f"{list(pa.shape)} and {list(pb.shape)}")
-        checked.append((pa, pb, y))
+    pairs = [_paired(a, b, y, f"pooled_bootstrap_difference set {i}") for i, (a, b, y) in enumerate(sets)]
+    return _bootstrap(pairs, metric, n_resamples, confidence, seed)
+
+
+def _check_bootstrap(who: str, n_resamples: Any, confidence: float) -> None:
+    if not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"{who}: n_resamples must be a positive integer, got {n_resamples!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"{who}: confidence must lie in (0, 1), got {confidence!r}")
+
+
+def _paired(probs_a: Any, probs_b: Any, labels: Any, who: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pa, y = _probabilities(probs_a, labels, who)
+    pb, _ = _probabilities(probs_b, labels, who)
+    if pa.shape != pb.shape:
+        raise ValueError(f"{who}: shapes differ, {list(pa.shape)} and {list(pb.shape)}")
+    return pa, pb, y
+
+
+def _bootstrap(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], metric: Callable | None,
+               n_resamples: int, confidence: float, seed: int) -> dict[str, Any]:
+    """The mean over ``pairs`` of ``metric(a) - metric(b)`` with its
+    percentile interval, each resample redrawing every pair's examples."""
     score = expected_calibration_error if metric is None else metric
     rng = np.random.default_rng(seed)
     diffs = np.zeros(n_resamples)
     for r in range(n_resamples):
-        for pa, pb, y in checked:
+        for pa, pb, y in pairs:
             idx = rng.integers(0, len(y), len(y))
             diffs[r] += score(pa[idx], y[idx]) - score(pb[idx], y[idx])
-    diffs /= len(checked)
-    a = [float(score(pa, y)) for pa, _, y in checked]
-    b = [float(score(pb, y)) for _, pb, y in checked]
+    diffs /= len(pairs)
+    a = [float(score(pa, y)) for pa, _, y in pairs]
+    b = [float(score(pb, y)) for _, pb, y in pairs]
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(diffs, [tail, 100.0 - tail])
     per_set = [x - z for x, z in zip(a, b, strict=True)]
